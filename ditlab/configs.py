@@ -1,0 +1,121 @@
+"""Model configurations: the paper's 12 (Table 1: S/B/L/XL × patch 2/4/8) and small CPU-sized ones."""
+from dataclasses import asdict, dataclass, fields, replace
+
+from .blocks import BLOCKS
+
+# name: (depth, hidden_size, num_heads); paper Table 1, plus two sizes for a laptop CPU at 28-32 px
+SIZES = {
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+    "Ti": (8, 192, 3),  # ditlab: ~3.7M params (ViT-Ti width)
+    "Mi": (6, 128, 4),  # ditlab: ~1.3M params, trains on a CPU in minutes
+}
+PAPER_SIZES = ("S", "B", "L", "XL")
+PATCH_SIZES = (2, 4, 8)
+POS_EMBEDS = ("sincos", "learned")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Everything needed to build a DiT. Paper defaults: 256 px images -> 32×32×4 VAE latents, ImageNet."""
+
+    input_size: int | tuple[int, int] = 32  # latent (or pixel) side, or (H, W)
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1  # > 0 adds the null class used by classifier-free guidance
+    num_classes: int = 1000
+    learn_sigma: bool = True  # output ε and the Σ interpolation v: 2·C channels
+    block: str = "adaLN-Zero"
+    pos_embed: str = "sincos"
+
+    def __post_init__(self):
+        if isinstance(self.input_size, (list, tuple)):
+            object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
+        h, w = self.hw
+        for name in ("patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if h < 1 or w < 1 or h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input_size {self.input_size} must be positive and divisible by patch_size={self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
+                             f"valid num_heads divide it, e.g. {[d for d in range(1, 33) if self.hidden_size % d == 0]}")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden_size must be divisible by 4 for the 2D sin-cos embedding, got {self.hidden_size}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {list(BLOCKS)}, got {self.block!r}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {list(POS_EMBEDS)}, got {self.pos_embed!r}")
+        if not 0 <= self.class_dropout_prob < 1:
+            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        s = self.input_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid (H/p, W/p)."""
+        h, w = self.hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def has_null_class(self) -> bool:
+        return self.class_dropout_prob > 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(d["input_size"]) if isinstance(d["input_size"], tuple) else d["input_size"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DiTConfig fields {sorted(unknown)}; valid fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "DiTConfig":
+        return replace(self, **changes)
+
+
+def config_names(paper_only: bool = False) -> list[str]:
+    sizes = PAPER_SIZES if paper_only else tuple(SIZES)
+    return [f"DiT-{s}/{p}" for s in sizes for p in PATCH_SIZES]
+
+
+def get_config(name: str, **overrides) -> DiTConfig:
+    """`get_config("DiT-XL/2")` -> the paper's config (256 px ImageNet latents); keyword overrides for the rest.
+
+    Small sizes ("Ti", "Mi") default to 32×32 grayscale images with 10 classes."""
+    if isinstance(name, DiTConfig):
+        return name.replace(**overrides)
+    size, _, patch = str(name).removeprefix("DiT-").partition("/")
+    if size not in SIZES or not patch.isdigit():
+        raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())} "
+                         f"(any patch size p works as 'DiT-<size>/<p>')")
+    depth, hidden, heads = SIZES[size]
+    base = dict(patch_size=int(patch), hidden_size=hidden, depth=depth, num_heads=heads)
+    if size not in PAPER_SIZES:
+        base.update(input_size=32, in_channels=1, num_classes=10)
+    return DiTConfig(**{**base, **overrides})
