@@ -61,6 +61,16 @@ def mean_flat(x):
     return x.mean(dim=tuple(range(1, x.ndim)))  # (N, ...) -> (N,)
 
 
+def _default_device(model, generator):
+    """The generator's device, else that of the model (or of a bound method's module), else CPU."""
+    if generator is not None:
+        return generator.device
+    module = getattr(model, "__self__", model)
+    if isinstance(module, torch.nn.Module):
+        return next(iter(module.parameters()), torch.empty(0)).device
+    return torch.device("cpu")
+
+
 class GaussianDiffusion:
     """DDPM with T = len(betas) steps; indices t ∈ [0, T). `timestep_map[t]` is what the model is shown
     (the identity here; `SpacedDiffusion` maps respaced indices back to the original timesteps)."""
@@ -131,7 +141,8 @@ class GaussianDiffusion:
         C = x.shape[1]
         if self.model_var_type == "learned_range":
             if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned Σ needs a model output with 2C={2 * C} channels, got {model_output.shape[1]}")
+                raise ValueError(f"learned Σ needs a model output with 2C={2 * C} channels, "
+                                 f"got {model_output.shape[1]}")
             eps, v = model_output.split(C, dim=1)
             # IDDPM eq. 15: log Σ = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2
             min_log = self._extract(self.posterior_log_variance_clipped, t, x)
@@ -146,7 +157,8 @@ class GaussianDiffusion:
             else:  # "fixed_large": σ² = β_t (β̃_1 at t=0 for a better decoder likelihood)
                 var_arr = torch.cat([self.posterior_variance[1:2], self.betas[1:]])
                 log_arr = torch.log(var_arr)
-            variance, log_variance = self._extract(var_arr, t, x).expand_as(x), self._extract(log_arr, t, x).expand_as(x)
+            variance = self._extract(var_arr, t, x).expand_as(x)
+            log_variance = self._extract(log_arr, t, x).expand_as(x)
         pred_xstart = self._predict_xstart_from_eps(x, t, eps)  # x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ
         if denoised_fn is not None:
             pred_xstart = denoised_fn(pred_xstart)
@@ -212,7 +224,7 @@ class GaussianDiffusion:
         else:
             if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2:
                 raise ValueError(f"shape must be a tuple (N, C, H, W) when noise is not given, got {shape!r}")
-            device = device if device is not None else (generator.device if generator is not None else "cpu")
+            device = device if device is not None else _default_device(model, generator)
             x = torch.randn(tuple(shape), generator=generator, device=device)
         indices = range(self.num_timesteps - 1, -1, -1)
         for i in tqdm(indices) if progress else indices:
@@ -237,6 +249,8 @@ class GaussianDiffusion:
     def ddim_sample_loop_progressive(self, model, shape=None, noise=None, clip_denoised=False, denoised_fn=None,
                                      model_kwargs=None, device=None, progress=False, eta=0.0, generator=None):
         """DDIM sampling (deterministic for eta=0); yields each step's dict."""
+        if not eta >= 0:
+            raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")
         yield from self._loop(self.ddim_sample, model, shape, noise, model_kwargs, device, progress, generator,
                               clip_denoised=clip_denoised, denoised_fn=denoised_fn, eta=eta)
 
