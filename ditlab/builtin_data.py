@@ -23,7 +23,7 @@ SHAPE_CLASSES = ["circle", "ring", "square", "triangle", "star",
 DEFAULT_SIZES = {"train": 20000, "test": 2000}
 DEFAULT_IMAGE_SIZE = 32  # patch sizes 2, 4 and 8 all divide it
 VERSION = 1  # bump when the recipe changes (invalidates caches)
-_CHUNK = 1000  # samples per RNG chunk: the first k samples do not depend on n
+_CHUNK = 256  # samples per RNG chunk, always made whole: the first k samples do not depend on n
 _FONT_PREFIXES = ("DejaVu", "STIXGeneral", "cmr10", "cmb10", "cmss10", "cmti10", "cmtt10")
 
 
@@ -229,10 +229,10 @@ def _make(name, chunk_fn, n, seed, split, image_size):
     _check(n, image_size)
     images, labels = [], []
     for c in range(math.ceil(n / _CHUNK)):
-        size = min(_CHUNK, n - c * _CHUNK)
-        x, y = chunk_fn(_generator(name, split, seed, c), size, image_size)
-        images.append(x)
-        labels.append(y)
+        x, y = chunk_fn(_generator(name, split, seed, c), _CHUNK, image_size)
+        keep = min(_CHUNK, n - c * _CHUNK)
+        images.append(x[:keep])
+        labels.append(y[:keep])
     if not images:
         channels = 1 if name == "digits" else 3
         return torch.zeros(0, channels, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)

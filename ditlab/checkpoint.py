@@ -155,4 +155,16 @@ def load_model(path: str | os.PathLike, config=None, device: str | torch.device 
         cfg = infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
+    model.classes = _class_names(Path(path))
     return model.to(device).eval()
+
+
+def _class_names(path: Path) -> list[str] | None:
+    """Class names stored in a ditlab file's metadata, if any."""
+    if path.is_dir():
+        path = next((path / n for n in ("ema.safetensors", "model.safetensors") if (path / n).exists()), path)
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["classes"]) if "classes" in meta else None

@@ -174,7 +174,13 @@ def _to_nchw(x, where):
 
 
 def _load_npz(path, split):
-    with np.load(path, allow_pickle=False) as f:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {str(path)!r} as .npz: {e}") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds a single array; expected a .npz with x_train/y_train arrays")
+    with f:
         xk, yk = f"x_{split}", f"y_{split}"
         if xk not in f or yk not in f:
             raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
@@ -348,7 +354,9 @@ def _convert_channels(images, channels):
 
 
 def _normalize_name(name):
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    """'Fashion-MNIST', 'fashion_mnist', 'CIFAR-10' -> a DATASET_NAMES entry (other strings: lower-cased)."""
+    squashed = "".join(ch for ch in name.strip().lower() if ch not in "-_ ")
+    return {n.replace("_", ""): n for n in DATASET_NAMES}.get(squashed, name.strip().lower())
 
 
 def load_dataset(name_or_path="digits", split="train", image_size=None, channels=None, limit=None, seed=0,
@@ -393,10 +401,7 @@ def load_dataset(name_or_path="digits", split="train", image_size=None, channels
                              "or a path to a .npz file, a .zip file or a folder of class folders")
         name = path.stem
         if path.suffix.lower() == ".npz":
-            try:
-                images, labels, classes = _load_npz(path, split)
-            except (OSError, zipfile.BadZipFile) as e:
-                raise ValueError(f"cannot read {str(path)!r} as .npz: {e}") from e
+            images, labels, classes = _load_npz(path, split)
         elif path.is_dir() or zipfile.is_zipfile(path):
             images, labels, classes = _load_image_files(path, split, limit, seed, image_size, cache_dir)
             limit = None  # already applied before decoding

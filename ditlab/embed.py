@@ -43,9 +43,11 @@ class LabelEmbedder(nn.Module):
         self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
 
     def forward(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training and self.dropout_prob > 0:  # a module flag, not data: compile-friendly
+        """(N,) labels -> (N, D). `force_drop_ids` (N,) of 0/1 replaces the random dropout (used by the
+        trainer so that noise and dropout come from one seeded generator, e.g. identical across DDP ranks)."""
+        if force_drop_ids is not None:
+            labels = torch.where(force_drop_ids.bool(), self.num_classes, labels)
+        elif self.training and self.dropout_prob > 0:  # a module flag, not data: compile-friendly
             drop = torch.rand(labels.shape, device=labels.device) < self.dropout_prob
             labels = torch.where(drop, self.num_classes, labels)
-        if force_drop_ids is not None:
-            labels = torch.where(force_drop_ids == 1, self.num_classes, labels)
         return self.embedding_table(labels)

@@ -1,0 +1,330 @@
+"""Interop with 🤗 diffusers: DiT ⇄ `DiTTransformer2DModel`, a `DiTPipeline` from a ditlab model, and
+sampling a ditlab DiT with any diffusers scheduler.
+
+diffusers' DiT is the same network as the paper's adaLN-Zero DiT (§3.2) with two numerical differences,
+both fixed by `make_exact` (and set by `to_diffusers`):
+- its timestep embedding uses `downscale_freq_shift=1`: frequencies 10000^(-k/127) instead of DiT's
+  10000^(-k/128) (k = 0..127), hard-coded in `CombinedTimestepLabelEmbeddings`;
+- the LayerNorm before each MLP uses `norm_eps` (default 1e-5; DiT uses 1e-6 everywhere).
+Other layout differences: q/k/v are separate linears (DiT: one qkv), and every block holds its own copy of
+the timestep/label embedders (DiT: one shared copy); the positional embedding is recomputed, not stored.
+"""
+import inspect
+
+import torch
+from tqdm.auto import tqdm
+
+from .configs import DiTConfig
+from .model import DiT
+
+SCHEDULERS = ("ddim", "ddpm", "dpm-solver")
+DIT_BETAS = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+
+
+# ---- model conversion ------------------------------------------------------------------------------
+def diffusers_config(config: DiTConfig) -> dict:
+    """`DiTTransformer2DModel(**kwargs)` for a DiT config; ValueError for what diffusers' DiT cannot express."""
+    c = config
+    if c.block != "adaLN-Zero":
+        raise ValueError(f"diffusers' DiTTransformer2DModel only implements block='adaLN-Zero', got block={c.block!r}")
+    if c.pos_embed != "sincos":
+        raise ValueError("diffusers' DiT recomputes a fixed sin-cos positional embedding; a model with "
+                         "pos_embed='learned' cannot be converted")
+    if c.mlp_ratio != 4.0:
+        raise ValueError(f"diffusers' DiT has a 4x MLP; mlp_ratio={c.mlp_ratio} cannot be converted")
+    h, w = c.hw
+    if h != w:
+        raise ValueError(f"diffusers' DiT is square (sample_size); input_size={c.input_size} cannot be converted")
+    return dict(num_attention_heads=c.num_heads, attention_head_dim=c.hidden_size // c.num_heads,
+                in_channels=c.in_channels, out_channels=c.out_channels, num_layers=c.depth, sample_size=h,
+                patch_size=c.patch_size, num_embeds_ada_norm=c.num_classes, activation_fn="gelu-approximate",
+                norm_type="ada_norm_zero", norm_elementwise_affine=False, attention_bias=True,
+                norm_eps=1e-6)  # DiT's LayerNorm eps everywhere
+
+
+def make_exact(transformer):
+    """Patch a diffusers DiTTransformer2DModel in place so that it computes exactly the official DiT:
+    timestep frequencies /128 (downscale_freq_shift=0) and LayerNorm eps 1e-6. Returns it.
+
+    The eps is also written to its config (kept by save_pretrained); the frequency shift is not a config
+    option, so re-apply this after every `from_pretrained` (`load_pipeline` does)."""
+    for block in transformer.transformer_blocks:
+        block.norm1.emb.time_proj.downscale_freq_shift = 0
+        block.norm3.eps = 1e-6
+    transformer.register_to_config(norm_eps=1e-6)
+    return transformer
+
+
+def is_exact(transformer) -> bool:
+    """True when `transformer` computes the official DiT (see `make_exact`)."""
+    return all(b.norm1.emb.time_proj.downscale_freq_shift == 0 and b.norm3.eps == 1e-6
+               for b in transformer.transformer_blocks)
+
+
+def _embedder_keys(i: int) -> dict:
+    e = f"transformer_blocks.{i}.norm1.emb."
+    return {"t_embedder.mlp.0": e + "timestep_embedder.linear_1", "t_embedder.mlp.2": e + "timestep_embedder.linear_2",
+            "y_embedder.embedding_table": e + "class_embedder.embedding_table"}
+
+
+def _block_keys(i: int) -> dict:
+    """ditlab module name -> diffusers module name inside block i (qkv is handled separately)."""
+    b, d = f"blocks.{i}.", f"transformer_blocks.{i}."
+    return {b + "attn.proj": d + "attn1.to_out.0", b + "mlp.fc1": d + "ff.net.0.proj", b + "mlp.fc2": d + "ff.net.2",
+            b + "adaLN_modulation.1": d + "norm1.linear"}  # both chunk into (shift, scale, gate) x 2
+
+
+_TOP_KEYS = {"x_embedder.proj": "pos_embed.proj", "final_layer.adaLN_modulation.1": "proj_out_1",
+             "final_layer.linear": "proj_out_2"}
+
+
+def _like(module, p: torch.Tensor):
+    """`module` on p's device and dtype (float32 modules are not re-cast), eval mode."""
+    module = module.to(p.device)
+    return (module if p.dtype == torch.float32 else module.to(p.dtype)).eval()
+
+
+def to_diffusers(model: DiT, exact: bool = True):
+    """A `diffusers.DiTTransformer2DModel` with this DiT's weights, same dtype/device, eval mode.
+
+    exact=True (default) applies `make_exact`, so outputs match the ditlab model to float rounding;
+    exact=False gives the stock diffusers behaviour (~3 % off, see the module docstring).
+    A model without a null class gets a zero null row (diffusers always has one)."""
+    from diffusers import DiTTransformer2DModel
+
+    if not isinstance(model, DiT):
+        raise TypeError(f"model must be a ditlab DiT, got {type(model).__name__}")
+    c = model.config
+    kwargs = diffusers_config(c)
+    sd = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    out = {}
+    for src, dst in _TOP_KEYS.items():
+        for p in ("weight", "bias"):
+            out[f"{dst}.{p}"] = sd[f"{src}.{p}"]
+    table = sd["y_embedder.embedding_table.weight"]  # (num_classes [+ 1], D)
+    if not c.has_null_class:
+        table = torch.cat([table, torch.zeros_like(table[:1])])
+    for i in range(c.depth):
+        for src, dst in _embedder_keys(i).items():
+            if src.startswith("y_"):
+                out[dst + ".weight"] = table
+            else:
+                out[dst + ".weight"], out[dst + ".bias"] = sd[src + ".weight"], sd[src + ".bias"]
+        for src, dst in _block_keys(i).items():
+            out[dst + ".weight"], out[dst + ".bias"] = sd[src + ".weight"], sd[src + ".bias"]
+        d = f"transformer_blocks.{i}.attn1."
+        for name, w, b in zip(("to_q", "to_k", "to_v"), sd[f"blocks.{i}.attn.qkv.weight"].chunk(3),
+                              sd[f"blocks.{i}.attn.qkv.bias"].chunk(3)):  # qkv rows are [q; k; v]
+            out[d + name + ".weight"], out[d + name + ".bias"] = w, b
+    transformer = DiTTransformer2DModel(**kwargs)
+    transformer.load_state_dict(out, strict=True)
+    if not torch.allclose(transformer.pos_embed.pos_embed[0], sd["pos_embed"][0], atol=1e-5):
+        raise ValueError("this model's stored pos_embed is not the standard 2D sin-cos table that diffusers "
+                         "recomputes; it cannot be converted")
+    if exact:
+        make_exact(transformer)
+    return _like(transformer, next(model.parameters()))
+
+
+def from_diffusers(transformer, class_dropout_prob: float = 0.1) -> DiT:
+    """A ditlab DiT (eval mode) from a `DiTTransformer2DModel` (or `Transformer2DModel` in DiT form).
+
+    The ditlab model always computes the official DiT, i.e. what `make_exact(transformer)` computes; a stock
+    diffusers model differs from it by ~3 %. class_dropout_prob=0 drops diffusers' null-class row."""
+    cfg = transformer.config
+    if getattr(cfg, "norm_type", None) != "ada_norm_zero" or getattr(cfg, "num_embeds_ada_norm", None) is None:
+        raise ValueError("only class-conditional adaLN-Zero DiT transformers (norm_type='ada_norm_zero') convert")
+    if cfg.activation_fn != "gelu-approximate" or cfg.norm_elementwise_affine or not cfg.attention_bias:
+        raise ValueError("expected activation_fn='gelu-approximate', norm_elementwise_affine=False and "
+                         "attention_bias=True (the DiT architecture)")
+    C = cfg.in_channels
+    out_ch = cfg.out_channels or C
+    if out_ch not in (C, 2 * C):
+        raise ValueError(f"out_channels must be in_channels ({C}) or 2*in_channels (learned Σ), got {out_ch}")
+    D = cfg.num_attention_heads * cfg.attention_head_dim
+    config = DiTConfig(input_size=cfg.sample_size, patch_size=cfg.patch_size, in_channels=C, hidden_size=D,
+                       depth=cfg.num_layers, num_heads=cfg.num_attention_heads, mlp_ratio=4.0,
+                       class_dropout_prob=class_dropout_prob, num_classes=cfg.num_embeds_ada_norm,
+                       learn_sigma=out_ch == 2 * C)
+    src = {k: v.detach().cpu().float() for k, v in transformer.state_dict().items()}
+    for i in range(1, cfg.num_layers):  # ditlab shares one embedder: the per-block copies must agree
+        for k in _embedder_keys(i).values():
+            k0 = k.replace(f"transformer_blocks.{i}.", "transformer_blocks.0.")
+            for p in ("weight", "bias"):
+                if f"{k}.{p}" in src and not torch.equal(src[f"{k}.{p}"], src[f"{k0}.{p}"]):
+                    raise ValueError(f"block {i}'s timestep/label embedder differs from block 0's; a DiT shares "
+                                     "one embedder, so this transformer cannot be converted")
+    sd = {}
+    for dst, s in _TOP_KEYS.items():
+        for p in ("weight", "bias"):
+            sd[f"{dst}.{p}"] = src[f"{s}.{p}"]
+    for dst, s in _embedder_keys(0).items():
+        sd[dst + ".weight"] = src[s + ".weight"]
+        if not dst.startswith("y_"):
+            sd[dst + ".bias"] = src[s + ".bias"]
+    if class_dropout_prob == 0:
+        sd["y_embedder.embedding_table.weight"] = sd["y_embedder.embedding_table.weight"][:-1]
+    for i in range(cfg.num_layers):
+        for dst, s in _block_keys(i).items():
+            sd[dst + ".weight"], sd[dst + ".bias"] = src[s + ".weight"], src[s + ".bias"]
+        a = f"transformer_blocks.{i}.attn1."
+        sd[f"blocks.{i}.attn.qkv.weight"] = torch.cat([src[a + n + ".weight"] for n in ("to_q", "to_k", "to_v")])
+        sd[f"blocks.{i}.attn.qkv.bias"] = torch.cat([src[a + n + ".bias"] for n in ("to_q", "to_k", "to_v")])
+    model = DiT(config)
+    sd["pos_embed"] = model.pos_embed.detach().clone()
+    from .checkpoint import load_state_dict_checked
+
+    load_state_dict_checked(model, sd)
+    return _like(model, next(transformer.parameters()))
+
+
+# ---- pipeline ----------------------------------------------------------------------------------------
+def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
+    """A `diffusers.DiTPipeline` from a ditlab DiT (or checkpoint path), exact (see `make_exact`).
+
+    vae: an AutoencoderKL (default: the SD ft-EMA VAE via `ditlab.pretrained.load_sd_vae`); scheduler: any
+    KarrasDiffusionSchedulers instance (default `scheduler_from_name("ddim")`); id2label: class names
+    (default: the ImageNet names). DiTPipeline always decodes with a VAE and uses label 1000 as the null
+    class, so the model must be a 1000-class latent model; use `sample_with_scheduler` otherwise."""
+    from diffusers import DiTPipeline
+
+    if not isinstance(model, DiT):
+        from .checkpoint import load_model
+
+        model = load_model(model)
+    c = model.config
+    if c.num_classes != 1000 or not c.has_null_class:
+        raise ValueError(f"DiTPipeline needs num_classes=1000 with a null class (it hard-codes label 1000 as "
+                         f"the unconditional label); this model has num_classes={c.num_classes}, "
+                         f"class_dropout_prob={c.class_dropout_prob}. Sample it with ditlab.sample(model, ..., "
+                         "sampler=<diffusers scheduler>, vae=...) instead")
+    if vae is None:
+        if c.in_channels != 4:
+            raise ValueError(f"this is a pixel-space model (in_channels={c.in_channels}), and DiTPipeline always "
+                             "decodes with a VAE; sample it with ditlab.sample or sample_with_scheduler instead")
+        from .pretrained import load_sd_vae
+
+        vae = load_sd_vae("ema")
+    if getattr(vae.config, "latent_channels", None) != c.in_channels:
+        raise ValueError(f"vae.config.latent_channels={getattr(vae.config, 'latent_channels', None)} must equal "
+                         f"the model's in_channels={c.in_channels}")
+    scheduler = scheduler_from_name("ddim") if scheduler is None else scheduler
+    if getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range"):
+        raise ValueError("DiTPipeline passes only ε to the scheduler (it drops the learned Σ channels): use a "
+                         "scheduler without a learned variance_type, e.g. scheduler_from_name('ddpm', "
+                         "variance_type='fixed_small')")
+    if id2label is None:
+        from .pretrained import imagenet_names
+
+        id2label = {i: ", ".join(n) for i, n in enumerate(imagenet_names())}
+    id2label = {str(k): v for k, v in id2label.items()}
+    pipe = DiTPipeline(transformer=to_diffusers(model), vae=vae, scheduler=scheduler, id2label=id2label)
+    pipe.register_to_config(id2label=id2label)  # saved in model_index.json, read back by from_pretrained
+    return pipe
+
+
+def load_pipeline(path, exact: bool = True, **kwargs):
+    """`DiTPipeline.from_pretrained(path, **kwargs)`, then `make_exact` on its transformer (unless exact=False).
+    Offline, only local folders and the local Hugging Face cache are tried (no slow retries)."""
+    from diffusers import DiTPipeline
+
+    from .data import hub_reachable
+
+    reason = None if str(path).startswith(("/", ".")) else hub_reachable()
+    try:
+        pipe = DiTPipeline.from_pretrained(str(path), local_files_only=reason is not None, **kwargs)
+    except (OSError, ValueError) as e:
+        if reason is None:
+            raise
+        raise ConnectionError(f"cannot load the pipeline {str(path)!r} ({reason}); download it where there is "
+                              f"internet (`huggingface-cli download {path} --local-dir <folder>`) and pass "
+                              "the folder") from e
+    if exact:
+        make_exact(pipe.transformer)
+    return pipe
+
+
+# ---- diffusers schedulers ------------------------------------------------------------------------------
+def scheduler_from_name(name: str, **overrides):
+    """A diffusers scheduler with DiT's schedule (linear β 1e-4 → 0.02, T = 1000, ε-prediction), set so that
+    it reproduces ditlab's samplers: "ddim" = `create_diffusion("ddimN")` (timestep_spacing="leading",
+    steps_offset=0, set_alpha_to_one=True), "ddpm" = `create_diffusion("N")` with learned Σ
+    (timestep_spacing="linspace", variance_type="learned_range"); "dpm-solver" = DPM-Solver++(2M)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    if name == "ddim":
+        cls, kw = DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=True, steps_offset=0,
+                                      timestep_spacing="leading")
+    elif name == "ddpm":
+        cls, kw = DDPMScheduler, dict(clip_sample=False, variance_type="learned_range", timestep_spacing="linspace")
+    elif name == "dpm-solver":
+        cls, kw = DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++", solver_order=2)
+    else:
+        raise ValueError(f"name must be one of {list(SCHEDULERS)}, got {name!r}")
+    return cls(**{**DIT_BETAS, "prediction_type": "epsilon", **kw, **overrides})
+
+
+def _accepts(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+@torch.no_grad()
+def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.Tensor, num_inference_steps: int,
+                          cfg_scale: float = 1.0, guidance_channels: int | None = None, generator=None,
+                          progress: bool = False, trajectory: bool = False, timesteps: list[int] | None = None):
+    """Run a diffusers scheduler with a DiT -> (x0 (N, C, H, W), trajectory list or None).
+
+    noise (N, C, H, W) is x_T, labels (N,). With cfg_scale != 1 the batch is doubled as in DiT's sampling
+    ([x; x] with [y; null]) and `model.forward_with_cfg` guides `guidance_channels` (3 = official).
+    Learned Σ: only DDPMScheduler(variance_type="learned_range") uses it; other schedulers get ε only.
+    timesteps: custom timesteps for schedulers whose `set_timesteps` accepts them (e.g. DDPMScheduler).
+    trajectory=True records dict(t, x_t, pred_x0) per step (CPU, first N samples)."""
+    if not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step")):
+        raise TypeError(f"scheduler must be a diffusers scheduler, got {type(scheduler).__name__}")
+    if not isinstance(noise, torch.Tensor) or noise.ndim != 4:
+        raise ValueError(f"noise must be a (N, C, H, W) tensor, got {getattr(noise, 'shape', type(noise))}")
+    n, C = noise.shape[:2]
+    labels = torch.as_tensor(labels, device=noise.device).long().reshape(-1)
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},) to match noise, got {tuple(labels.shape)}")
+    var_type = getattr(scheduler.config, "variance_type", None)
+    use_sigma = type(scheduler).__name__ == "DDPMScheduler" and var_type in ("learned", "learned_range")
+    if var_type in ("learned", "learned_range") and not use_sigma:
+        raise ValueError(f"{type(scheduler).__name__} with variance_type={var_type!r} slices the first 3 output "
+                         "channels itself; build it without variance_type (ditlab passes ε only)")
+    if timesteps is None and (not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000):
+        raise ValueError(f"num_inference_steps must be an int in [1, 1000], got {num_inference_steps!r}")
+    if cfg_scale != 1:
+        x = torch.cat([noise, noise])  # conditional half, unconditional half (paper §3.1)
+        null = getattr(getattr(model, "config", None), "num_classes", None)
+        y = torch.cat([labels, torch.full_like(labels, null)])
+
+        def fn(x, t):
+            return model.forward_with_cfg(x, t, y, cfg_scale, guidance_channels=guidance_channels)
+    else:
+        x, y = noise, labels
+
+        def fn(x, t):
+            return model(x, t, y)
+    if timesteps is not None:
+        scheduler.set_timesteps(timesteps=list(timesteps), device=x.device)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=x.device)
+    x = x * scheduler.init_noise_sigma
+    step_kw = {"generator": generator} if _accepts(scheduler.step, "generator") else {}
+    ac = getattr(scheduler, "alphas_cumprod", None)
+    traj = [] if trajectory else None
+    for t in tqdm(scheduler.timesteps, disable=not progress):
+        out = fn(scheduler.scale_model_input(x, t), t.expand(x.shape[0]).to(x.device))
+        if use_sigma and out.shape[1] != 2 * C:
+            raise ValueError(f"variance_type={var_type!r} needs a learned-Σ model (2C={2 * C} output channels), "
+                             f"got {out.shape[1]}: use scheduler_from_name('ddpm', variance_type='fixed_large')")
+        res = scheduler.step(out if use_sigma else out[:, :C], t, x, **step_kw)
+        if trajectory:
+            x0 = getattr(res, "pred_original_sample", None)
+            if x0 is None and ac is not None and scheduler.init_noise_sigma == 1:  # x̂0 = (x_t − √(1−ᾱ)ε)/√ᾱ
+                a = ac[int(t)].to(x)
+                x0 = (x - (1 - a).sqrt() * out[:, :C]) / a.sqrt()
+            traj.append(dict(t=int(t), x_t=x[:n].cpu(), pred_x0=None if x0 is None else x0[:n].cpu()))
+        x = res.prev_sample
+    return x[:n], traj

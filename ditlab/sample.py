@@ -1,0 +1,136 @@
+"""Sampling class-conditional images from a DiT (paper §3.1): DDPM with learned Σ or DDIM, respaced to
+`steps`, with classifier-free guidance; or any diffusers scheduler (see `ditlab.interop`)."""
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from .checkpoint import atomic_write, load_model
+from .model import DiT
+from .respace import create_diffusion
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class Samples:
+    images: torch.Tensor  # (N, C, H, W) in [-1, 1]; latents are decoded when a VAE was given
+    labels: torch.Tensor  # (N,)
+    trajectory: list = field(default_factory=list)  # per step: dict(t, x_t, pred_x0), CPU tensors (N, C, H, W)
+    latents: torch.Tensor | None = None
+
+    def save(self, path, nrow: int | None = None) -> Path:
+        return save_grid(self.images, path, nrow=nrow)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8 (H', W', C) image grid, `nrow` images per row."""
+    n, c = images.shape[:2]
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = torch.cat([x, torch.zeros(rows * nrow - n, *x.shape[1:], dtype=torch.uint8)])
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    return rearrange(x, "(r k) c h w -> (r h) (k w) c", k=nrow)
+
+
+def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
+    """Write an image grid PNG atomically."""
+    from PIL import Image
+
+    grid = make_grid(images, nrow).numpy()
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def parse_labels(labels, num_classes: int, classes: list[str] | None = None) -> torch.Tensor:
+    """Ids or class names (case-insensitive) -> (N,) long tensor; out-of-range or unknown names raise."""
+    if isinstance(labels, int) or isinstance(labels, str):
+        labels = [labels]
+    names = {c.lower(): i for i, c in enumerate(classes or [])}
+    out = []
+    for lab in labels:
+        if isinstance(lab, str) and not lab.strip().lstrip("-").isdigit():
+            if lab.lower() not in names:
+                raise ValueError(f"unknown class name {lab!r}; valid names: {list(classes or [])} "
+                                 f"or ids 0..{num_classes - 1}")
+            out.append(names[lab.lower()])
+        else:
+            i = int(lab)
+            if not 0 <= i < num_classes:
+                raise ValueError(f"class label {i} out of range: valid ids are 0..{num_classes - 1}")
+            out.append(i)
+    if not out:
+        raise ValueError("labels must not be empty")
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _classes_of(model: DiT) -> list[str] | None:
+    return getattr(model, "classes", None)
+
+
+def sample(model, labels, *, steps: int = 50, sampler="ddim", cfg_scale: float = 4.0, seed: int = 0,
+           eta: float = 0.0, guidance_channels: int | None = None, device=None, progress: bool = True,
+           trajectory: bool = False, vae=None, classes: list[str] | None = None) -> Samples:
+    """Sample one image per label.
+
+    model: a DiT, or a checkpoint path (ditlab run folder/file, official release or train checkpoint).
+    labels: ids or class names; steps: respaced sampling steps (≤ 1000); sampler: "ddpm" (ancestral, learned
+    Σ), "ddim" (eta=0 deterministic) or a diffusers scheduler instance; cfg_scale: classifier-free guidance
+    scale (1 = none); guidance_channels: None guides all noise channels, 3 the official DiT way.
+    vae: a diffusers AutoencoderKL to decode latents (x / 0.18215). Reproducible per seed.
+    """
+    if not isinstance(model, torch.nn.Module):
+        model = load_model(model, device=device or "cpu")
+    c = model.config
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+        raise ValueError(f"steps must be an int in [1, 1000], got {steps!r}")
+    is_scheduler = hasattr(sampler, "set_timesteps") and hasattr(sampler, "step")
+    if not is_scheduler and sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)} or a diffusers scheduler, got {sampler!r}")
+    if cfg_scale != 1 and not c.has_null_class:
+        raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with label dropout (a null class); "
+                         "this one has class_dropout_prob=0: use cfg_scale=1")
+    y = parse_labels(labels, c.num_classes, classes or _classes_of(model))
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.eval()
+    y = y.to(device)
+    n = len(y)
+    gen = torch.Generator(device).manual_seed(seed)
+    z = torch.randn((n, c.in_channels, *c.hw), generator=gen, device=device)
+    guided = cfg_scale != 1
+    if guided:  # conditional and unconditional halves share the noise (paper §3.1)
+        z = torch.cat([z, z])
+        y = torch.cat([y, torch.full_like(y, c.num_classes)])
+        fn = model.forward_with_cfg
+        kwargs = dict(y=y, cfg_scale=cfg_scale, guidance_channels=guidance_channels)
+    else:
+        fn, kwargs = model.forward, dict(y=y)
+    traj = []
+    with torch.no_grad():
+        if is_scheduler:
+            from .interop import sample_with_scheduler
+
+            x, traj = sample_with_scheduler(model, sampler, z[:n], y[:n], steps, cfg_scale=cfg_scale,
+                                            guidance_channels=guidance_channels, generator=gen, progress=progress,
+                                            trajectory=trajectory)
+            traj = traj or []
+        else:
+            diffusion = create_diffusion(str(steps), learn_sigma=c.learn_sigma)
+            loop = diffusion.p_sample_loop_progressive if sampler == "ddpm" else diffusion.ddim_sample_loop_progressive
+            extra = dict(eta=eta) if sampler == "ddim" else {}
+            for i, out in enumerate(loop(fn, noise=z, model_kwargs=kwargs, progress=progress, generator=gen, **extra)):
+                if trajectory:
+                    t = int(diffusion.timestep_map[diffusion.num_timesteps - 1 - i])
+                    x_t = z if i == 0 else prev
+                    traj.append(dict(t=t, x_t=x_t[:n].cpu(), pred_x0=out["pred_xstart"][:n].cpu()))
+                prev = out["sample"]
+            x = prev[:n]
+    latents = None
+    if vae is not None:
+        latents = x
+        with torch.no_grad():
+            x = vae.decode(x.to(vae.dtype) / 0.18215).sample.float()
+    return Samples(images=x.clamp(-1, 1).cpu(), labels=y[:n].cpu(), trajectory=traj, latents=latents)
