@@ -61,10 +61,10 @@ def digit_glyphs(res=64):
 
     glyphs, labels = [], []
     for path in font_files():
-        font = ImageFont.truetype(path, 2 * res)
+        font = ImageFont.truetype(path, res)
         for d in range(10):
-            im = Image.new("L", (4 * res, 4 * res), 0)
-            ImageDraw.Draw(im).text((2 * res, 2 * res), str(d), fill=255, font=font, anchor="mm")
+            im = Image.new("L", (2 * res, 2 * res), 0)
+            ImageDraw.Draw(im).text((res, res), str(d), fill=255, font=font, anchor="mm")
             mask = np.asarray(im)
             if mask.max() < 128:  # font without digit glyphs (e.g. DejaVu "Display")
                 continue
@@ -159,7 +159,7 @@ def _warp(src, angle, scale_x, scale_y, shear, shift, out_res):
 
 def _to_uint8(x, image_size):
     """(N, C, R, R) float in [0, 1] -> (N, C, S, S) uint8, antialiased downsample."""
-    if x.shape[-1] != image_size:
+    if x.shape[-1] != image_size:  # antialiased when downsampling
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -171,8 +171,13 @@ def _check(n, image_size):
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
 
 
+def _canvas(image_size):
+    """Template resolution: >= 2x the output below 64 px; larger outputs are upsampled from 128 px."""
+    return 64 if image_size <= 32 else 128
+
+
 def _digits_chunk(g, n, image_size):
-    res = max(64, 2 * image_size)
+    res = _canvas(image_size)
     glyphs, glyph_labels, widths = digit_glyphs(res)
     pick = torch.randint(len(glyphs), (n,), generator=g)
     # stroke width: target 8-16 % of the canvas, reached by k 3x3 dilations (k = -1: one erosion)
@@ -205,7 +210,7 @@ def _hsv_to_rgb(h, s, v):
 
 
 def _shapes_chunk(g, n, image_size):
-    res = max(64, 2 * image_size)
+    res = _canvas(image_size)
     masks = shape_templates(res)
     labels = torch.randint(len(masks), (n,), generator=g)
     scale = _uniform(g, n, 0.5, 0.9)
@@ -218,8 +223,8 @@ def _shapes_chunk(g, n, image_size):
     bg = _hsv_to_rgb(torch.rand(n, generator=g), _uniform(g, n, 0, 0.6), _uniform(g, n, 0.05, 0.3))
     # background: a gentle linear gradient
     ramp = torch.linspace(-1, 1, res)
-    direction = _uniform(g, n, -math.pi, math.pi)
-    grad = torch.cos(direction)[:, None, None] * ramp[None, None, :] + torch.sin(direction)[:, None, None] * ramp[None, :, None]
+    direction = _uniform(g, n, -math.pi, math.pi)[:, None, None]
+    grad = torch.cos(direction) * ramp[None, None, :] + torch.sin(direction) * ramp[None, :, None]  # (N, R, R)
     bg_img = bg[:, :, None, None] * (1 + 0.25 * grad[:, None])  # (N, 3, R, R)
     x = bg_img * (1 - m) + fg[:, :, None, None] * m
     return _to_uint8(x, image_size), labels

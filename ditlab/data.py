@@ -111,6 +111,9 @@ def save_tensors(path, tensors, metadata=None):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; make it a normal file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -311,7 +314,7 @@ def _load_hf(name, split, cache_dir):
     import datasets
     from huggingface_hub import constants
 
-    # fail fast: without a connection `datasets` retries for ~25 s; in offline mode it fails (or uses HF's cache) at once
+    # fail fast: with no connection `datasets` retries for ~25 s; offline it fails (or uses HF's cache) at once
     reason = None if constants.HF_HUB_OFFLINE else hub_reachable()
     if reason is None:
         try:

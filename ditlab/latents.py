@@ -82,7 +82,8 @@ def load_vae(name_or_path=DEFAULT_VAE, device="cpu", dtype=torch.float32):
     else:
         reason = hub_reachable()
         try:  # offline: only the local HF cache is tried, which fails at once when the model is missing
-            vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, local_files_only=reason is not None)
+            vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype,
+                                                local_files_only=reason is not None)
         except (OSError, ValueError, RuntimeError) as e:
             raise ConnectionError(
                 f"Could not load the VAE {str(name_or_path)!r} ({reason or type(e).__name__ + ': ' + str(e)[:200]}).\n"
@@ -95,7 +96,8 @@ def load_vae(name_or_path=DEFAULT_VAE, device="cpu", dtype=torch.float32):
 def vae_fingerprint(vae):
     """Hash of a VAE's config and weights (identifies the cache of latents it produced)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}  # skip _name_or_path etc.
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for k, v in vae.state_dict().items():
         h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode())
         h.update(memoryview(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()))

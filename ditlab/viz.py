@@ -164,7 +164,7 @@ def similarity_heatmaps(pos_embed, grid: int | tuple[int, int], tokens: Sequence
     """Cosine similarity of each chosen token's positional embedding to every token, drawn on the token grid.
 
     pos_embed: (T, D) or (1, T, D) in row-major grid order; grid: gh×gw with gh·gw = T; tokens: indices
-    or (row, col) pairs. One axes per token (the chosen token is marked), shared colour scale [-1, 1]."""
+    or (row, col) pairs. One axes per token (the chosen token is marked), one shared colour scale up to 1."""
     a = _numpy(pos_embed)
     a = a[0] if a.ndim == 3 else a
     gh, gw = (grid, grid) if isinstance(grid, int) else tuple(grid)
@@ -173,12 +173,12 @@ def similarity_heatmaps(pos_embed, grid: int | tuple[int, int], tokens: Sequence
     idx = [t[0] * gw + t[1] if isinstance(t, (tuple, list)) else int(t) for t in tokens]
     if not idx or any(not 0 <= i < gh * gw for i in idx):
         raise ValueError(f"tokens must be a non-empty list of indices in [0, {gh * gw}) or (row, col) pairs, got {tokens}")
-    sim = cosine_similarity_matrix(a)  # (T, T)
+    sim = cosine_similarity_matrix(a)[idx]  # (len(tokens), T)
     fig, axes = _figure(1, len(idx), (size, size + 0.3))
-    for ax, i in zip(axes, idx):
-        im = ax.imshow(sim[i].reshape(gh, gw), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    for ax, i, s in zip(axes, idx, sim):
+        im = ax.imshow(s.reshape(gh, gw), cmap="viridis", vmin=float(sim.min()), vmax=1, interpolation="nearest")
         r, c = divmod(i, gw)
-        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="black", lw=1.5))
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
         ax.set_title(f"token {i} = (row {r}, col {c})", fontsize=9)
         _off(ax)
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
@@ -202,12 +202,14 @@ def gflops_vs_patch(sizes: Sequence[str] = ("S", "B", "L", "XL"), patch_sizes: S
     if paper:
         reported = {(r["model"], r["config"].input_size): r["gflops"] for r in paper_table()
                     if r["block"] == "adaLN-Zero"}
+    labelled = False
     for s in sizes:
         g = [estimate_flops(get_config(f"DiT-{s}/{p}", input_size=input_size)) / 1e9 for p in ps]
-        (line,) = ax.plot(ps, g, "o-", label=f"DiT-{s}")
+        ax.plot(ps, g, "o-", label=f"DiT-{s}")
         pts = [(p, reported[(f"DiT-{s}/{p}", input_size)]) for p in ps if (f"DiT-{s}/{p}", input_size) in reported]
         if pts:
-            ax.plot(*zip(*pts), "x", color=line.get_color(), ms=10, mew=2, label=f"DiT-{s} (paper)")
+            ax.plot(*zip(*pts), "x", color="black", ms=9, mew=1.5, label=None if labelled else "paper (Table 4)")
+            labelled = True
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(ps, [f"p={p}\nT={(input_size // p) ** 2}" for p in ps])
@@ -216,7 +218,7 @@ def gflops_vs_patch(sizes: Sequence[str] = ("S", "B", "L", "XL"), patch_sizes: S
     ax.set_ylabel("Gflops per forward pass")
     ax.set_title(f"Gflops vs patch size, I = {input_size}")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8)
     return fig
 
 

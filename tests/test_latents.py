@@ -25,7 +25,9 @@ def vae():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return load_dataset("shapes", split="test", limit=6, image_size=64, cache_dir=tmp_path_factory.mktemp("c"))
+    small = load_dataset("shapes", split="test", limit=6, cache_dir=tmp_path_factory.mktemp("c"))  # 32 px
+    big = small.images.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # (6, 3, 64, 64)
+    return ImageDataset(big, small.labels, small.classes, name="shapes64")
 
 
 def count_encodes(vae, monkeypatch):
@@ -98,10 +100,10 @@ def test_decode(vae, images, tmp_path):
 
 
 def test_bad_inputs(vae, images, tmp_path):
-    gray = load_dataset("digits", limit=2, image_size=64, cache_dir=tmp_path)
+    gray = ImageDataset(images.images[:, :1], images.labels, images.classes)
     with pytest.raises(ValueError, match="channels=3"):
         encode_latents(gray, vae, cache_dir=tmp_path)
-    odd = load_dataset("shapes", limit=2, image_size=31, cache_dir=tmp_path)
+    odd = ImageDataset(images.images[:, :, :63, :63], images.labels, images.classes)
     with pytest.raises(ValueError, match="divisible"):
         encode_latents(odd, vae, cache_dir=tmp_path)
     with pytest.raises(TypeError, match="ImageDataset"):
