@@ -35,6 +35,7 @@ class TrainConfig:
     image_size: int | None = None  # resize the data (default: the data's own size)
     channels: int | None = None  # 1 or 3 to convert the data (default: its own)
     limit: int | None = None  # use only this many training images
+    vae: str | None = None  # latent mode: a diffusers AutoencoderKL (local folder or Hub id); latents are cached
     out_dir: str = "runs/train"
     steps: int = 2000
     batch_size: int = 64  # global batch, split across DDP ranks
@@ -223,6 +224,10 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
 
         dataset = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
                                limit=cfg.limit, seed=cfg.seed)
+        if cfg.vae:  # paper §3: train on 8x smaller VAE latents, encoded once and cached on disk
+            from .latents import encode_latents, load_vae
+
+            dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
     if len(dataset) < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(dataset)} images)")
     mcfg = build_model_config(cfg, dataset)

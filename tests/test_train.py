@@ -156,3 +156,21 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     two = _cli_train(tmp_path, "two", 2)
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=1e-4, abs=1e-6)
+
+
+def test_latent_mode_trains_on_cached_vae_latents(tmp_path, monkeypatch):
+    from test_latents import tiny_vae
+
+    vae_dir = tmp_path / "vae"
+    tiny_vae().save_pretrained(vae_dir)
+    monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "cache"))
+    kw = dict(TINY, data="shapes", image_size=64, limit=16, vae=str(vae_dir), steps=2, ckpt_every=2,
+              model_args={"depth": 1, "hidden_size": 32, "num_heads": 2})
+    r = train(**kw, out_dir=str(tmp_path / "run"))
+    assert (r["config"].in_channels, r["config"].input_size) == (4, 32)  # 64 px -> 32x32x4 latents
+    assert any(p.suffix == ".safetensors" for p in (tmp_path / "cache").rglob("*")), "latents were not cached"
+    from diffusers import AutoencoderKL
+
+    monkeypatch.setattr(AutoencoderKL, "encode", lambda *a, **k: pytest.fail("latents were encoded again"))
+    r2 = train(**kw, out_dir=str(tmp_path / "run2"))
+    assert r2["log"][0]["loss"] == pytest.approx(r["log"][0]["loss"])
