@@ -31,6 +31,9 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors) create 0600 files; make it an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -6,13 +6,11 @@ Slow things (generating, decoding JPEGs, Hub downloads) are done once and cached
 `cache_dir`, `$DITLAB_CACHE` or `~/.cache/ditlab`.
 """
 import hashlib
-import io
 import json
 import os
 import socket
-import uuid
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -21,11 +19,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from . import builtin_data
+from .files import decode_images, image_files, read_npz, to_nchw
 
 HF_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
 DATASET_NAMES = ["digits", "shapes", *HF_DATASETS]
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}
 OFFLINE_HELP = (
     "Alternatives that work offline:\n"
     "  * a local .npz with x_train/y_train (and x_test/y_test) arrays, e.g. load_dataset('../shared/data/mnist.npz')\n"
@@ -106,17 +103,10 @@ def save_tensors(path, tensors, metadata=None):
     """Atomically write a .safetensors file (temp file + os.replace)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; make it a normal file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .checkpoint import atomic_write
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_tensors(path):
@@ -159,116 +149,7 @@ def _subset(n, limit, seed):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
 
 
-def _to_nchw(x, where):
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
-        x = x.transpose(0, 3, 1, 2)
-    elif not (x.ndim == 4 and x.shape[1] in (1, 3, 4)):
-        raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
-            x = x * 255.0
-        if x.size and (x.min() < 0 or x.max() > 255):
-            raise ValueError(f"{where}: images must be uint8 (or floats in [0, 1]), got {x.dtype}")
-        x = np.round(x).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def _load_npz(path, split):
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {str(path)!r} as .npz: {e}") from e
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds a single array; expected a .npz with x_train/y_train arrays")
-    with f:
-        xk, yk = f"x_{split}", f"y_{split}"
-        if xk not in f or yk not in f:
-            raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
-        images, labels = _to_nchw(f[xk], str(path)), torch.from_numpy(np.asarray(f[yk]).astype(np.int64).ravel())
-        classes = [str(c) for c in f["classes"]] if "classes" in f else None
-    if classes is None:
-        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
-    return images, labels, classes
-
-
-def _list_images(path):
-    """Relative posix paths of the image files inside a .zip or folder."""
-    if path.is_dir():
-        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
-    else:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    return sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS
-                  and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
-
-
-def _image_files(path, split):
-    """-> (list of (member, label), class names) for `<split>/<class>/*` or `<class>/*` layouts."""
-    parts = [PurePosixPath(n).parts for n in _list_images(path)]
-    if not parts:
-        raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found")
-    skip = 0  # strip wrapper folders that every file shares (e.g. cifar10/train/cat/1.png)
-    while (all(len(p) > skip + 2 for p in parts) and len({p[skip] for p in parts}) == 1
-           and parts[0][skip].lower() not in SPLIT_DIRS):
-        skip += 1
-    depths = {len(p) - skip for p in parts}
-    if depths == {3}:  # <split>/<class>/<file>
-        splits = sorted({p[skip] for p in parts})
-        if split not in splits:
-            raise ValueError(f"{path}: split={split!r} not found; available splits: {splits}")
-        classes = sorted({p[skip + 1] for p in parts})  # union over splits keeps labels consistent
-        files = [p for p in parts if p[skip] == split]
-    elif depths == {2}:  # <class>/<file>
-        if split != "train":
-            raise ValueError(f"{path}: has no split folders, so only split='train' exists (got {split!r})")
-        classes = sorted({p[skip] for p in parts})
-        files = parts
-    else:
-        raise ValueError(f"{path}: expected <split>/<class>/<image> or <class>/<image>, found mixed depths")
-    index = {c: i for i, c in enumerate(classes)}
-    return [("/".join(p), index[p[-2]]) for p in files], classes
-
-
-def _decode_all(path, members, image_size):
-    """Decode images with PIL -> (uint8 (N, C, H, W), resized?). Mixed sizes are centre-cropped and resized."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    zf = None if path.is_dir() else zipfile.ZipFile(path)
-    out, mode = [], None
-    try:
-        for m in tqdm(members, desc=f"decoding {path.name}", disable=len(members) < 2000, leave=False):
-            data = (path / m).read_bytes() if zf is None else zf.read(m)
-            im = Image.open(io.BytesIO(data))
-            mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")
-            out.append(im.convert(mode))
-    finally:
-        if zf is not None:
-            zf.close()
-    resized = len({im.size for im in out}) > 1
-    if resized:
-        if image_size is None:
-            raise ValueError(f"{path}: images have different sizes; pass image_size= to crop and resize them")
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        out = [_crop_resize(im, w, h) for im in out]
-    arr = np.stack([np.asarray(im) for im in out]) if out else np.zeros((0, 1, 1), np.uint8)
-    return _to_nchw(arr, str(path)), resized
-
-
-def _crop_resize(im, w, h):
-    """Centre-crop a PIL image to aspect w:h, then resize to (w, h)."""
-    from PIL import Image
-
-    W, H = im.size
-    cw, ch = min(W, round(H * w / h)), min(H, round(W * h / w))
-    left, top = (W - cw) // 2, (H - ch) // 2
-    return im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.LANCZOS)
-
-
-def _load_image_files(path, split, limit, seed, image_size, cache_dir):
+def _loadimage_files(path, split, limit, seed, image_size, cache_dir):
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}|{limit}|{seed}".encode()).hexdigest()
     cache = default_cache_dir(cache_dir) / "files" / f"{path.stem}-{split}-{key[:16]}"
@@ -276,11 +157,11 @@ def _load_image_files(path, split, limit, seed, image_size, cache_dir):
     for c in (cache.with_suffix(".safetensors"), sized):
         if c.exists():
             return _load_arrays(c)
-    files, classes = _image_files(path, split)
+    files, classes = image_files(path, split)
     idx = _subset(len(files), limit, seed)
     if idx is not None:
         files = [files[i] for i in idx.tolist()]
-    images, resized = _decode_all(path, [m for m, _ in files], image_size)
+    images, resized = decode_images(path, [m for m, _ in files], image_size)
     labels = torch.tensor([y for _, y in files], dtype=torch.int64)
     _save_arrays(sized if resized else cache.with_suffix(".safetensors"), images, labels, classes)
     return images, labels, classes
@@ -329,7 +210,7 @@ def _load_hf(name, split, cache_dir):
 
     img_col = next(k for k, f in ds.features.items() if isinstance(f, datasets.Image))
     lab_col = next(k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel))
-    images = _to_nchw(np.stack([np.asarray(im) for im in ds[img_col]]), hf_id)
+    images = to_nchw(np.stack([np.asarray(im) for im in ds[img_col]]), hf_id)
     labels, classes = torch.tensor(ds[lab_col], dtype=torch.int64), list(ds.features[lab_col].names)
     _save_arrays(cache, images, labels, classes)
     return images, labels, classes
@@ -404,9 +285,9 @@ def load_dataset(name_or_path="digits", split="train", image_size=None, channels
                              "or a path to a .npz file, a .zip file or a folder of class folders")
         name = path.stem
         if path.suffix.lower() == ".npz":
-            images, labels, classes = _load_npz(path, split)
+            images, labels, classes = read_npz(path, split)
         elif path.is_dir() or zipfile.is_zipfile(path):
-            images, labels, classes = _load_image_files(path, split, limit, seed, image_size, cache_dir)
+            images, labels, classes = _loadimage_files(path, split, limit, seed, image_size, cache_dir)
             limit = None  # already applied before decoding
         else:
             raise ValueError(f"cannot read {str(path)!r}: expected a .npz file, a .zip file or a folder")

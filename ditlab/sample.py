@@ -121,13 +121,13 @@ def sample(model, labels, *, steps: int = 50, sampler="ddim", cfg_scale: float =
             diffusion = create_diffusion(str(steps), learn_sigma=c.learn_sigma)
             loop = diffusion.p_sample_loop_progressive if sampler == "ddpm" else diffusion.ddim_sample_loop_progressive
             extra = dict(eta=eta) if sampler == "ddim" else {}
+            x = z
             for i, out in enumerate(loop(fn, noise=z, model_kwargs=kwargs, progress=progress, generator=gen, **extra)):
-                if trajectory:
+                if trajectory:  # x_t is the input of this step, pred_x0 the model's guess of the clean image
                     t = int(diffusion.timestep_map[diffusion.num_timesteps - 1 - i])
-                    x_t = z if i == 0 else prev
-                    traj.append(dict(t=t, x_t=x_t[:n].cpu(), pred_x0=out["pred_xstart"][:n].cpu()))
-                prev = out["sample"]
-            x = prev[:n]
+                    traj.append(dict(t=t, x_t=x[:n].cpu(), pred_x0=out["pred_xstart"][:n].cpu()))
+                x = out["sample"]
+            x = x[:n]
     latents = None
     if vae is not None:
         latents = x

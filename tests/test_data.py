@@ -162,7 +162,7 @@ def test_zip_cifar_labels_match_class_folders(tmp_path, monkeypatch):
             img = np.asarray(Image.open(io.BytesIO(z.read(members[j]))).convert("RGB"))
             assert np.array_equal(ds.images[i].permute(1, 2, 0).numpy(), img)
             assert ds.classes[ds.labels[i]] == members[j].split("/")[1]
-    monkeypatch.setattr(data, "_decode_all", lambda *a: pytest.fail("decoded again instead of using the cache"))
+    monkeypatch.setattr(data, "decode_images", lambda *a: pytest.fail("decoded again instead of using the cache"))
     again = load_dataset(CIFAR, limit=40, seed=1, cache_dir=tmp_path)
     assert torch.equal(again.images, ds.images) and torch.equal(again.labels, ds.labels)
     gray = load_dataset(CIFAR, limit=40, seed=1, cache_dir=tmp_path, channels=1, image_size=16)

@@ -1,0 +1,123 @@
+"""Reading local image files: a .npz of arrays, or a .zip / folder of class-named image folders.
+
+Layouts: `<split>/<class>/<image>` or `<class>/<image>` (one wrapper folder shared by all files is skipped).
+"""
+import io
+import zipfile
+from pathlib import PurePosixPath
+
+import numpy as np
+import torch
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}
+
+
+def to_nchw(x, where):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    elif not (x.ndim == 4 and x.shape[1] in (1, 3, 4)):
+        raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
+            x = x * 255.0
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError(f"{where}: images must be uint8 (or floats in [0, 1]), got {x.dtype}")
+        x = np.round(x).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def read_npz(path, split):
+    """.npz with x_<split>/y_<split> (and optional `classes`) -> (uint8 (N, C, H, W), labels, class names)."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {str(path)!r} as .npz: {e}") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds a single array; expected a .npz with x_train/y_train arrays")
+    with f:
+        xk, yk = f"x_{split}", f"y_{split}"
+        if xk not in f or yk not in f:
+            raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
+        images, labels = to_nchw(f[xk], str(path)), torch.from_numpy(np.asarray(f[yk]).astype(np.int64).ravel())
+        classes = [str(c) for c in f["classes"]] if "classes" in f else None
+    if classes is None:
+        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    return images, labels, classes
+
+
+def list_images(path):
+    """Relative posix paths of the image files inside a .zip or folder."""
+    if path.is_dir():
+        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+    else:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    return sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS
+                  and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
+
+
+def image_files(path, split):
+    """-> (list of (member, label), class names) for `<split>/<class>/*` or `<class>/*` layouts."""
+    parts = [PurePosixPath(n).parts for n in list_images(path)]
+    if not parts:
+        raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found")
+    skip = 0  # strip wrapper folders that every file shares (e.g. cifar10/train/cat/1.png)
+    while (all(len(p) > skip + 2 for p in parts) and len({p[skip] for p in parts}) == 1
+           and parts[0][skip].lower() not in SPLIT_DIRS):
+        skip += 1
+    depths = {len(p) - skip for p in parts}
+    if depths == {3}:  # <split>/<class>/<file>
+        splits = sorted({p[skip] for p in parts})
+        if split not in splits:
+            raise ValueError(f"{path}: split={split!r} not found; available splits: {splits}")
+        classes = sorted({p[skip + 1] for p in parts})  # union over splits keeps labels consistent
+        files = [p for p in parts if p[skip] == split]
+    elif depths == {2}:  # <class>/<file>
+        if split != "train":
+            raise ValueError(f"{path}: has no split folders, so only split='train' exists (got {split!r})")
+        classes = sorted({p[skip] for p in parts})
+        files = parts
+    else:
+        raise ValueError(f"{path}: expected <split>/<class>/<image> or <class>/<image>, found mixed depths")
+    index = {c: i for i, c in enumerate(classes)}
+    return [("/".join(p), index[p[-2]]) for p in files], classes
+
+
+def decode_images(path, members, image_size):
+    """Decode images with PIL -> (uint8 (N, C, H, W), resized?). Mixed sizes are centre-cropped and resized."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    zf = None if path.is_dir() else zipfile.ZipFile(path)
+    out, mode = [], None
+    try:
+        for m in tqdm(members, desc=f"decoding {path.name}", disable=len(members) < 2000, leave=False):
+            data = (path / m).read_bytes() if zf is None else zf.read(m)
+            im = Image.open(io.BytesIO(data))
+            mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")
+            out.append(im.convert(mode))
+    finally:
+        if zf is not None:
+            zf.close()
+    resized = len({im.size for im in out}) > 1
+    if resized:
+        if image_size is None:
+            raise ValueError(f"{path}: images have different sizes; pass image_size= to crop and resize them")
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        out = [crop_resize(im, w, h) for im in out]
+    arr = np.stack([np.asarray(im) for im in out]) if out else np.zeros((0, 1, 1), np.uint8)
+    return to_nchw(arr, str(path)), resized
+
+
+def crop_resize(im, w, h):
+    """Centre-crop a PIL image to aspect w:h, then resize to (w, h)."""
+    from PIL import Image
+
+    W, H = im.size
+    cw, ch = min(W, round(H * w / h)), min(H, round(W * h / w))
+    left, top = (W - cw) // 2, (H - ch) // 2
+    return im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.LANCZOS)
