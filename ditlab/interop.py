@@ -10,6 +10,7 @@ Other layout differences: q/k/v are separate linears (DiT: one qkv), and every b
 the timestep/label embedders (DiT: one shared copy); the positional embedding is recomputed, not stored.
 """
 import inspect
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -213,11 +214,15 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
         raise ValueError("DiTPipeline passes only ε to the scheduler (it drops the learned Σ channels): use a "
                          "scheduler without a learned variance_type, e.g. scheduler_from_name('ddpm', "
                          "variance_type='fixed_small')")
+    if float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0:
+        raise ValueError(f"DiTPipeline does not scale its initial noise by scheduler.init_noise_sigma "
+                         f"({float(scheduler.init_noise_sigma):.1f} for {type(scheduler).__name__}); use a scheduler "
+                         "with init_noise_sigma=1 (DDIM, DDPM, DPM-Solver, UniPC, ...) or sample_with_scheduler")
     if id2label is None:
         from .pretrained import imagenet_names
 
         id2label = {i: ", ".join(n) for i, n in enumerate(imagenet_names())}
-    id2label = {str(k): v for k, v in id2label.items()}
+    id2label = {int(k): v for k, v in id2label.items()}
     pipe = DiTPipeline(transformer=to_diffusers(model), vae=vae, scheduler=scheduler, id2label=id2label)
     pipe.register_to_config(id2label=id2label)  # saved in model_index.json, read back by from_pretrained
     return pipe
@@ -230,7 +235,7 @@ def load_pipeline(path, exact: bool = True, **kwargs):
 
     from .data import hub_reachable
 
-    reason = None if str(path).startswith(("/", ".")) else hub_reachable()
+    reason = None if Path(path).expanduser().is_dir() else hub_reachable()
     try:
         pipe = DiTPipeline.from_pretrained(str(path), local_files_only=reason is not None, **kwargs)
     except (OSError, ValueError) as e:
@@ -288,16 +293,20 @@ def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.T
     if labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) to match noise, got {tuple(labels.shape)}")
     var_type = getattr(scheduler.config, "variance_type", None)
-    use_sigma = type(scheduler).__name__ == "DDPMScheduler" and var_type in ("learned", "learned_range")
+    use_sigma = type(scheduler).__name__ == "DDPMScheduler" and var_type == "learned_range"
     if var_type in ("learned", "learned_range") and not use_sigma:
-        raise ValueError(f"{type(scheduler).__name__} with variance_type={var_type!r} slices the first 3 output "
-                         "channels itself; build it without variance_type (ditlab passes ε only)")
+        raise ValueError(f"{type(scheduler).__name__} with variance_type={var_type!r} does not match DiT's learned Σ "
+                         "(DDPMScheduler: use 'learned_range', DiT's interpolation v; other schedulers: leave "
+                         "variance_type unset, ditlab passes ε only)")
     if timesteps is None and (not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000):
         raise ValueError(f"num_inference_steps must be an int in [1, 1000], got {num_inference_steps!r}")
+    if isinstance(model, torch.nn.Module):
+        model.eval()  # no label dropout while sampling
     if cfg_scale != 1:
+        if not hasattr(model, "forward_with_cfg"):
+            raise TypeError("cfg_scale != 1 needs a ditlab DiT (model.forward_with_cfg)")
         x = torch.cat([noise, noise])  # conditional half, unconditional half (paper §3.1)
-        null = getattr(getattr(model, "config", None), "num_classes", None)
-        y = torch.cat([labels, torch.full_like(labels, null)])
+        y = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # null label
 
         def fn(x, t):
             return model.forward_with_cfg(x, t, y, cfg_scale, guidance_channels=guidance_channels)
@@ -322,7 +331,8 @@ def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.T
         res = scheduler.step(out if use_sigma else out[:, :C], t, x, **step_kw)
         if trajectory:
             x0 = getattr(res, "pred_original_sample", None)
-            if x0 is None and ac is not None and scheduler.init_noise_sigma == 1:  # x̂0 = (x_t − √(1−ᾱ)ε)/√ᾱ
+            if x0 is None and ac is not None and scheduler.init_noise_sigma == 1:
+                # x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ
                 a = ac[int(t)].to(x)
                 x0 = (x - (1 - a).sqrt() * out[:, :C]) / a.sqrt()
             traj.append(dict(t=int(t), x_t=x[:n].cpu(), pred_x0=None if x0 is None else x0[:n].cpu()))

@@ -46,9 +46,9 @@ RELEASED = {  # DiT-XL/2 trained 7M steps on ImageNet (paper Table 2/3): latents
 # ---- released checkpoints ------------------------------------------------------------------------------
 def release_cache_dir(cache_dir=None) -> Path:
     """`cache_dir` itself, else $DITLAB_CACHE/pretrained, else ~/.cache/ditlab/pretrained."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser() / "pretrained"
+    from .data import default_cache_dir
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "pretrained"
 
 
 def _release(name: str) -> Release:
@@ -76,7 +76,7 @@ def _offline_reason(url: str, timeout: float = 3.0) -> str | None:
 
 def _how_to_get(name: str, path: Path, reason: str) -> str:
     return (f"cannot download {name} ({reason}).\nDownload {RELEASED[name].url} on a machine with internet and "
-            f"put it at {path} (or set DITLAB_CACHE / pass cache_dir=<folder holding {path.name}>), "
+            f"put it at {path} (or into <folder>/ and pass cache_dir='<folder>'), "
             f"or pass the file itself: load_released('/path/to/{path.name}').")
 
 
@@ -90,7 +90,8 @@ def _download(url: str, dest: Path, timeout: float = 10.0) -> dict:
         nonlocal size
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=total is None or total < 2**24) as bar:
+            small = total is None or total < 2**24
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=small) as bar:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
                     h.update(chunk)
@@ -242,7 +243,14 @@ def load_sd_vae(kind: str = "ema", device="cpu", dtype=torch.float32):
     if not isinstance(kind, (str, os.PathLike)):
         raise TypeError(f"kind must be 'ema', 'mse' or a folder path, got {type(kind).__name__}")
     if kind in SD_VAES:
-        return load_vae(SD_VAES[kind], device=device, dtype=dtype)
+        try:
+            return load_vae(SD_VAES[kind], device=device, dtype=dtype)
+        except ConnectionError as e:
+            repo = SD_VAES[kind]
+            raise ConnectionError(f"{str(e).splitlines()[0]}\nOn a machine with "
+                                  f"internet run `huggingface-cli download {repo} --local-dir {repo.split('/')[1]}` "
+                                  f"(config.json + diffusion_pytorch_model.safetensors, 335 MB), copy the folder "
+                                  f"here and pass it: load_sd_vae('{repo.split('/')[1]}')") from None
     if not Path(kind).expanduser().is_dir():
         raise ValueError(f"kind must be one of {list(SD_VAES)} or an existing diffusers VAE folder, got {str(kind)!r}")
     return load_vae(Path(kind).expanduser(), device=device, dtype=dtype)
@@ -256,7 +264,8 @@ def sample_imagenet(model, vae, class_names, *, purpose: str = "picture", seed: 
     from .sample import sample
 
     if model.config.num_classes != 1000:
-        raise ValueError(f"sample_imagenet needs a 1000-class ImageNet model, got num_classes={model.config.num_classes}")
+        raise ValueError("sample_imagenet needs a 1000-class ImageNet model, "
+                         f"got num_classes={model.config.num_classes}")
     settings = {**paper_settings(purpose), **overrides}
     return sample(model, imagenet_labels(class_names), vae=vae, seed=seed, device=device, progress=progress,
                   **settings)

@@ -45,17 +45,22 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def parse_labels(labels, num_classes: int, classes: list[str] | None = None) -> torch.Tensor:
-    """Ids or class names (case-insensitive) -> (N,) long tensor; out-of-range or unknown names raise."""
-    if isinstance(labels, int) or isinstance(labels, str):
+def parse_labels(labels, num_classes: int, classes: list | None = None) -> torch.Tensor:
+    """Ids or class names (case-insensitive; an entry of `classes` may be a list of synonyms) -> (N,) long
+    tensor; out-of-range ids and unknown names raise ValueError."""
+    if isinstance(labels, (int, str)):
         labels = [labels]
-    names = {c.lower(): i for i, c in enumerate(classes or [])}
+    names = {}
+    for i, c in enumerate(classes or []):
+        for alias in [c] if isinstance(c, str) else c:
+            names.setdefault(alias.lower(), i)
     out = []
     for lab in labels:
         if isinstance(lab, str) and not lab.strip().lstrip("-").isdigit():
             if lab.lower() not in names:
-                raise ValueError(f"unknown class name {lab!r}; valid names: {list(classes or [])} "
-                                 f"or ids 0..{num_classes - 1}")
+                shown = [c if isinstance(c, str) else c[0] for c in (classes or [])]
+                shown = shown if len(shown) <= 20 else shown[:20] + ["..."]
+                raise ValueError(f"unknown class name {lab!r}; valid names: {shown} or ids 0..{num_classes - 1}")
             out.append(names[lab.lower()])
         else:
             i = int(lab)
@@ -68,7 +73,13 @@ def parse_labels(labels, num_classes: int, classes: list[str] | None = None) -> 
 
 
 def _classes_of(model: DiT) -> list[str] | None:
-    return getattr(model, "classes", None)
+    """Class names stored with the model; ImageNet's for 1000-class models (the released DiTs)."""
+    names = getattr(model, "classes", None)
+    if names is None and model.config.num_classes == 1000:
+        from .pretrained import imagenet_names
+
+        names = imagenet_names()
+    return names
 
 
 def sample(model, labels, *, steps: int = 50, sampler="ddim", cfg_scale: float = 4.0, seed: int = 0,

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from ditlab.configs import DiTConfig
 from ditlab.diffusion import get_beta_schedule
-from ditlab.interop import (from_diffusers, is_exact, load_pipeline, make_exact, sample_with_scheduler,
+from ditlab.interop import (DIT_BETAS, from_diffusers, is_exact, load_pipeline, make_exact, sample_with_scheduler,
                             scheduler_from_name, to_diffusers, to_pipeline)
 from ditlab.model import DiT
 from ditlab.respace import create_diffusion, space_timesteps
@@ -145,7 +145,8 @@ def _guided(model, z, y, cfg):
 def test_diffusers_ddim_equals_ditlab_ddim(official_model):
     z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([1, 2, 3])
-    ref = create_diffusion("ddim10").ddim_sample_loop(official_model.forward_with_cfg, **_guided(official_model, z, y, 4.0))
+    ref = create_diffusion("ddim10").ddim_sample_loop(official_model.forward_with_cfg,
+                                                      **_guided(official_model, z, y, 4.0))
     out, traj = sample_with_scheduler(official_model, scheduler_from_name("ddim"), z, y, 10, cfg_scale=4.0,
                                       guidance_channels=3, trajectory=True)
     assert torch.allclose(out, ref[:3], rtol=1e-5, atol=1e-5 * ref.abs().max())
@@ -157,7 +158,8 @@ def test_diffusers_ddim_equals_ditlab_ddim(official_model):
 def test_diffusers_ddpm_learned_sigma_equals_ditlab_ddpm(official_model):
     z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 5, 9])
-    ref = create_diffusion("10").p_sample_loop(official_model.forward_with_cfg, generator=torch.Generator().manual_seed(7),
+    ref = create_diffusion("10").p_sample_loop(official_model.forward_with_cfg,
+                                               generator=torch.Generator().manual_seed(7),
                                                **_guided(official_model, z, y, 1.5))
     out, _ = sample_with_scheduler(official_model, scheduler_from_name("ddpm"), z, y, 10, cfg_scale=1.5,
                                    guidance_channels=3, generator=torch.Generator().manual_seed(7))
@@ -165,7 +167,8 @@ def test_diffusers_ddpm_learned_sigma_equals_ditlab_ddpm(official_model):
 
 
 class GaussianOracle(torch.nn.Module):
-    """The exact ε-prediction for data x0 ~ N(mu, s²) per pixel: E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ mu)/(ᾱ s² + 1 − ᾱ)."""
+    """The exact ε-prediction for data x0 ~ N(mu, s²) per pixel:
+    E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ mu)/(ᾱ s² + 1 − ᾱ)."""
 
     def __init__(self, mu=0.5, s=0.3):
         super().__init__()
@@ -238,7 +241,8 @@ def test_pipeline_matches_ditlab_and_survives_save_load(imagenet_model, tmp_path
     assert images.shape == (2, 16, 16, 3) and images.std() > 0.01
     # the same samples from ditlab: DiTPipeline guides all latent channels (guidance_channels=None)
     z = torch.randn((2, 4, 8, 8), generator=torch.manual_seed(0))
-    x0, _ = sample_with_scheduler(imagenet_model, scheduler_from_name("ddim"), z, torch.tensor([207, 1]), 5, cfg_scale=4.0)
+    x0, _ = sample_with_scheduler(imagenet_model, scheduler_from_name("ddim"), z, torch.tensor([207, 1]), 5,
+                                  cfg_scale=4.0)
     with torch.no_grad():
         ours = (vae.decode(x0 / 0.18215).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - images).max() < 1e-5
@@ -263,6 +267,8 @@ def test_pipeline_input_errors(imagenet_model):
         to_pipeline(pixel)
     with pytest.raises(ValueError, match="variance"):
         to_pipeline(imagenet_model, vae=vae, scheduler=scheduler_from_name("ddpm"))
+    with pytest.raises(ValueError, match="init_noise_sigma"):
+        to_pipeline(imagenet_model, vae=vae, scheduler=diffusers.EulerDiscreteScheduler(**DIT_BETAS))
     pipe = to_pipeline(imagenet_model, vae=vae, scheduler=scheduler_from_name("dpm-solver"))
     assert isinstance(pipe.scheduler, diffusers.DPMSolverMultistepScheduler)
 

@@ -95,3 +95,11 @@ def test_cli_sample_writes_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="out of range"):
         main(["sample", "--ckpt", str(FIXTURES / "DiT-tiny-release.pt"), "--labels", "10", "--out", str(out)])
+
+
+def test_imagenet_names_for_1000_class_models():
+    m = DiT(DiTConfig(input_size=4, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2))
+    out = sample(m, ["golden retriever", "Tabby", 1], steps=1, cfg_scale=1.0, progress=False)
+    assert out.labels.tolist() == [207, 281, 1]
+    with pytest.raises(ValueError, match=r"unknown class name 'dragon'.*\.\.\."):
+        sample(m, ["dragon"], steps=1, progress=False)
