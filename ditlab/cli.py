@@ -4,6 +4,7 @@
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
   ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
   ditlab flops                     params and Gflops of the paper's configs next to Table 4
+  ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
 """
 import argparse
 import json
@@ -72,6 +73,21 @@ def cmd_demo(args) -> None:
     run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps)
 
 
+def cmd_scaling(args) -> None:
+    from .scaling import run_scaling, summarize
+
+    kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
+              image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+              samples_per_class=args.samples_per_class, out_dir=args.out_dir)
+    if args.smoke:
+        kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
+    rows = run_scaling(**kw)
+    for r in rows:
+        print(f"{r['model']:<12} tokens {r['tokens']:>4}  Gflops {r['gflops']:.4f}  FD {r['fd']:.2f}  acc {r['accuracy']:.2f}")
+    print(summarize(rows))
+    print(f"wrote {args.out_dir}/scaling.csv and scaling.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png")
     s.add_argument("--tensors", default=None, help="also save images/labels to this .safetensors")
     s.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
+    c.add_argument("--sizes", default="Nano,Mi")
+    c.add_argument("--patches", default="2,4,8")
+    c.add_argument("--data", default="digits")
+    c.add_argument("--image-size", type=int, default=16)
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--samples-per-class", type=int, default=20)
+    c.add_argument("--out-dir", default="runs/scaling")
+    c.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the trend")
+    c.set_defaults(func=cmd_scaling)
 
     d = sub.add_parser("demo", help="train a small DiT on the built-in digits, sample and judge it")
     d.add_argument("--out-dir", default="runs/demo")

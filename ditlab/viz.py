@@ -307,15 +307,17 @@ def schedule_plot(diffusion, labels: str | Sequence[str] | None = None) -> Figur
     diffusion: a `GaussianDiffusion` (or respaced one: plotted at its original timesteps), or a list of them,
     or a dict {label: diffusion}, e.g. {"linear": create_diffusion(), "cosine": create_diffusion(noise_schedule="cosine")}."""
     if isinstance(diffusion, dict):
-        items = list(diffusion.items())
+        names, ds = list(diffusion), list(diffusion.values())
     else:
         ds = list(diffusion) if isinstance(diffusion, (list, tuple)) else [diffusion]
-        names = [labels] if isinstance(labels, str) else list(labels or [f"T = {d.num_timesteps}" for d in ds])
-        if len(names) != len(ds):
-            raise ValueError(f"labels must have one entry per diffusion ({len(ds)}), got {len(names)}")
-        items = list(zip(names, ds))
-    if not items or not all(hasattr(d, "alphas_cumprod") and hasattr(d, "betas") for _, d in items):
+        names = None
+    if not ds or not all(hasattr(d, "alphas_cumprod") and hasattr(d, "timestep_map") for d in ds):
         raise TypeError("diffusion must be a GaussianDiffusion (ditlab.create_diffusion()), a list or a dict of them")
+    if names is None:
+        names = [labels] if isinstance(labels, str) else list(labels or [f"T = {d.num_timesteps}" for d in ds])
+    if len(names) != len(ds):
+        raise ValueError(f"labels must have one entry per diffusion ({len(ds)}), got {len(names)}")
+    items = list(zip(names, ds))
     fig, axes = _figure(1, 3, (3.8, 3.3))
     for name, d in items:
         t = _numpy(d.timestep_map)

@@ -132,3 +132,132 @@ def test_block_comparison_reproduces_table4():
     assert [b.get_height() for b in fig.axes[2].patches] == [r["fid"] for r in rows]
     with pytest.raises(ValueError, match="rows"):
         viz.block_comparison_plot([])
+
+
+# ---------------------------------------------------------------- diffusion and training plots
+
+def _rows(n=5, vb=True):
+    return [dict(step=10 * (i + 1), loss=1.0 / (i + 1) + (0.01 if vb else 0.0), mse=1.0 / (i + 1),
+                 vb=0.01 if vb else 0.0, img_per_s=100.0) for i in range(n)]
+
+
+def test_loss_curve_lines_and_log_scale():
+    rows = _rows()
+    ax = viz.loss_curve(rows).axes[0]
+    assert ax.get_yscale() == "log"
+    lines = {ln.get_label().split()[0]: ln for ln in ax.get_lines()}
+    assert set(lines) == {"loss", "mse", "vb"}
+    for k, ln in lines.items():
+        np.testing.assert_allclose(ln.get_xdata(), [r["step"] for r in rows])
+        np.testing.assert_allclose(ln.get_ydata(), [r[k] for r in rows])
+    # rows read back from log.csv are strings; vb = 0 (fixed Σ) cannot be drawn on a log axis and is left out
+    csv_rows = [{k: str(v) for k, v in r.items()} for r in _rows(vb=False)]
+    labels = [ln.get_label().split()[0] for ln in viz.loss_curve(csv_rows).axes[0].get_lines()]
+    assert labels == ["loss", "mse"]
+    assert [ln.get_label().split()[0] for ln in viz.loss_curve(rows, keys=("mse",)).axes[0].get_lines()] == ["mse"]
+    with pytest.raises(ValueError, match="log_rows"):
+        viz.loss_curve([])
+    with pytest.raises(ValueError, match="step and loss"):
+        viz.loss_curve([dict(step=1, mse=0.5)])
+
+
+def test_schedule_plot_linear_vs_cosine():
+    from ditlab.respace import create_diffusion
+
+    lin, cos = create_diffusion(), create_diffusion(noise_schedule="cosine")
+    fig = viz.schedule_plot({"linear": lin, "cosine": cos})
+    ab_ax, snr_ax, beta_ax = fig.axes
+    assert snr_ax.get_yscale() == "log" and beta_ax.get_yscale() == "log"
+    assert [ln.get_label() for ln in ab_ax.get_lines()] == ["linear", "cosine"]
+    ac = lin.alphas_cumprod.numpy()
+    np.testing.assert_allclose(ab_ax.get_lines()[0].get_ydata(), ac)
+    np.testing.assert_allclose(snr_ax.get_lines()[0].get_ydata(), ac / (1 - ac))
+    beta = beta_ax.get_lines()[0].get_ydata()
+    assert beta[0] == pytest.approx(1e-4) and beta[-1] == pytest.approx(0.02)  # paper §3.1: linear 1e-4 -> 0.02
+    # a respaced diffusion is drawn at its original timesteps, with the same ᾱ there
+    spaced = viz.schedule_plot(create_diffusion("10")).axes[0].get_lines()[0]
+    keep = create_diffusion("10").timestep_map.numpy()
+    np.testing.assert_allclose(spaced.get_xdata(), keep)
+    np.testing.assert_allclose(spaced.get_ydata(), ac[keep])
+    with pytest.raises(TypeError, match="GaussianDiffusion"):
+        viz.schedule_plot([1, 2])
+    with pytest.raises(ValueError, match="labels"):
+        viz.schedule_plot([lin, cos], labels=["linear"])
+
+
+def test_noising_strip_is_q_sample():
+    from ditlab.respace import create_diffusion
+
+    d = create_diffusion()
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    noise = torch.randn(2, 1, 8, 8)
+    ts = (0, 300, 999)
+    fig = viz.noising_strip(x0, d, ts, noise=noise)
+    assert len(fig.axes) == 2 * 3 and fig.axes[1].get_title().startswith("t = 300")
+    for i in range(2):
+        for j, t in enumerate(ts):
+            want = d.q_sample(x0[i:i + 1], torch.tensor([t]), noise[i:i + 1])[0, 0]
+            np.testing.assert_allclose(_images(fig.axes[i * 3 + j])[0], ((want + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(_images(fig.axes[0])[0], ((x0[0, 0] + 1) / 2).numpy(), atol=0.05)  # t = 0: ᾱ ≈ 1
+    same = viz.noising_strip(x0[0], d, (500,), seed=3)  # one (C, H, W) image; seeded noise is reproducible
+    np.testing.assert_array_equal(_images(same.axes[0])[0], _images(viz.noising_strip(x0[0], d, (500,), seed=3).axes[0])[0])
+    with pytest.raises(ValueError, match="timesteps"):
+        viz.noising_strip(x0, d, (1000,))
+
+
+def test_trajectory_strip_picks_steps_and_rows():
+    traj = [dict(t=t, x_t=torch.full((3, 1, 4, 4), t / 1000), pred_x0=torch.full((3, 1, 4, 4), -t / 1000))
+            for t in range(900, -1, -100)]  # 10 steps
+    fig = viz.trajectory_strip(traj, every=4, index=[0, 2])
+    cols = [0, 4, 8, 9]  # every 4th step and always the last
+    assert len(fig.axes) == 4 * len(cols)
+    assert [ax.get_title() for ax in fig.axes[:len(cols)]] == [f"t = {traj[s]['t']}" for s in cols]
+    assert [fig.axes[r * len(cols)].get_ylabel() for r in range(4)] == ["x_t  (#0)", "x̂_0  (#0)", "x_t  (#2)", "x̂_0  (#2)"]
+    for j, s in enumerate(cols):
+        np.testing.assert_allclose(_images(fig.axes[j])[0], (traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
+        np.testing.assert_allclose(_images(fig.axes[len(cols) + j])[0], (-traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
+    assert len(viz.trajectory_strip(traj, max_cols=4).axes) == 2 * 4  # default every: about max_cols columns
+    with pytest.raises(ValueError, match="trajectory"):
+        viz.trajectory_strip([dict(t=1, x_t=torch.zeros(1, 1, 4, 4))])
+    with pytest.raises(ValueError, match="index"):
+        viz.trajectory_strip(traj, index=3)
+
+
+def test_sample_trajectory_feeds_trajectory_strip():
+    from ditlab.model import DiT
+    from ditlab.sample import sample
+
+    model = DiT(get_config("DiT-Mi/8", depth=1, hidden_size=32, num_heads=2)).eval()
+    out = sample(model, [1, 2], steps=3, cfg_scale=1.0, progress=False, trajectory=True)
+    fig = viz.trajectory_strip(out.trajectory, index=1)
+    assert len(fig.axes) == 2 * 3
+    np.testing.assert_allclose(_images(fig.axes[0])[0], ((out.trajectory[0]["x_t"][1, 0] + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
+
+
+def test_image_rows():
+    rows = [torch.zeros(3, 1, 4, 4), torch.ones(2, 1, 4, 4)]
+    fig = viz.image_rows(rows, row_labels=["a", "b"], col_labels=["x", "y", "z"])
+    assert len(fig.axes) == 6 and fig.axes[3].get_ylabel() == "b" and fig.axes[2].get_title() == "z"
+    assert _images(fig.axes[5]) == [] and _images(fig.axes[4])[0].min() == 1  # short row: empty slot
+    with pytest.raises(ValueError, match="row_labels"):
+        viz.image_rows(rows, row_labels=["a"])
+
+
+def test_training_dashboard_loss_and_sample_grid():
+    from ditlab.sample import make_grid
+
+    rows = _rows()
+    images = torch.rand(6, 1, 8, 8) * 2 - 1
+    fig = viz.training_dashboard(rows, images, step=50, total_steps=200, nrow=3)
+    ax_loss, ax_img = fig.axes
+    assert ax_loss.get_yscale() == "log" and len(ax_loss.get_lines()) == 3
+    assert "step 50 / 200" in ax_loss.get_title() and "100 img/s" in ax_loss.get_title()
+    assert "step 50" in ax_img.get_title()
+    np.testing.assert_array_equal(_images(ax_img)[0], make_grid(images, nrow=3).numpy()[..., 0])  # 2 rows × 3
+    empty = viz.training_dashboard([], None)  # before the first callback
+    assert [len(ax.get_lines()) for ax in empty.axes] == [0, 0] and not _images(empty.axes[1])
+    assert "waiting" in empty.axes[0].texts[0].get_text()
+    rgb = viz.training_dashboard(rows[:1], torch.zeros(4, 3, 8, 8))
+    assert _images(rgb.axes[1])[0].shape[-1] == 3
+    with pytest.raises(ValueError, match="images"):
+        viz.training_dashboard(rows, torch.zeros(4, 2, 8, 8))

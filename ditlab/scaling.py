@@ -1,0 +1,139 @@
+"""`ditlab scaling`: the paper's scaling result (§5, Fig. 2 / Fig. 8, Table 4) in miniature on a CPU.
+
+Trains a grid of model sizes × patch sizes for the same number of steps on one dataset, samples each with
+DDIM + guidance, and judges the samples (Fréchet distance in the judge's feature space, conditional
+accuracy). Writes `scaling.csv` and `scaling.png` (quality against Gflops, beside the paper's points).
+"""
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .flops import estimate_flops, estimate_params, paper_table
+
+FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "fd", "accuracy",
+          "final_loss", "train_seconds"]
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, dtype=float)
+        order = x.argsort()
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def run_scaling(sizes=("Nano", "Mi"), patches=(2, 4, 8), data="digits", image_size=16, steps=1500,
+                batch_size=64, lr=1e-3, samples_per_class=20, sample_steps=25, cfg_scale=4.0, seed=0,
+                out_dir="runs/scaling", progress=True, judge_kwargs=None) -> list[dict]:
+    """Train and judge every (size, patch) pair; returns the CSV rows (also written to out_dir/scaling.csv)."""
+    from .data import load_dataset
+    from .metrics import evaluate, get_judge
+    from .sample import sample
+    from .train import train
+
+    if not sizes or not patches:
+        raise ValueError("sizes and patches must be non-empty")
+    for p in patches:
+        if image_size % p:
+            raise ValueError(f"image_size={image_size} is not divisible by patch size {p}")
+    out = Path(out_dir)
+    train_set = load_dataset(data, split="train", image_size=image_size)
+    real = load_dataset(data, split="test", image_size=image_size)
+    judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
+    real_x = real.get_batch(torch.arange(len(real)))[0]
+    rows = []
+    for size in sizes:
+        for p in patches:
+            name = f"DiT-{size}/{p}"
+            t0 = time.perf_counter()
+            run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
+                        seed=seed, out_dir=str(out / name.replace("/", "_")), sample_every=0,
+                        ckpt_every=steps, log_every=max(1, steps // 20), progress=progress)
+            seconds = time.perf_counter() - t0
+            labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
+            s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)
+            m = evaluate(judge, s.images, s.labels, real_x)
+            c = run["config"]
+            rows.append(dict(model=name, size=size, patch=p, image_size=image_size, tokens=c.num_tokens,
+                             params=estimate_params(c), gflops=estimate_flops(c) / 1e9, steps=steps,
+                             fd=m["fd"], accuracy=m["accuracy"], final_loss=run["log"][-1]["loss"],
+                             train_seconds=round(seconds, 1)))
+            write_csv(rows, out / "scaling.csv")
+    fig = scaling_plot(rows)
+    fig.savefig(out / "scaling.png", dpi=120, bbox_inches="tight")
+    summary = summarize(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return rows
+
+
+def write_csv(rows: list[dict], path) -> None:
+    from .checkpoint import atomic_write
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(path, write)
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("patch", "image_size", "tokens", "params", "steps"):
+            r[k] = int(r[k])
+        for k in ("gflops", "fd", "accuracy", "final_loss", "train_seconds"):
+            r[k] = float(r[k])
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """The paper's two findings, checked on our rows: quality improves with Gflops (Spearman of Gflops vs
+    FD), and at fixed model size smaller patches are better (FD decreasing as p shrinks)."""
+    by_size = {}
+    for r in rows:
+        by_size.setdefault(r["size"], []).append(r)
+    monotone = {s: all(a["fd"] > b["fd"] for a, b in zip(sorted(rs, key=lambda r: -r["patch"]),
+                                                          sorted(rs, key=lambda r: -r["patch"])[1:]))
+                for s, rs in by_size.items()}
+    return dict(spearman_gflops_fd=spearman([r["gflops"] for r in rows], [r["fd"] for r in rows]),
+                smaller_patch_better=monotone, n_runs=len(rows))
+
+
+def scaling_plot(rows: list[dict]):
+    """Left: our FD against Gflops (one line per size, patch annotated). Right: the paper's FID-50K against
+    Gflops (Table 4 / Fig. 8)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax, ax2 = fig.subplots(1, 2)
+    by_size = {}
+    for r in rows:
+        by_size.setdefault(r["size"], []).append(r)
+    for size, rs in by_size.items():
+        rs = sorted(rs, key=lambda r: r["gflops"])
+        ax.plot([r["gflops"] for r in rs], [r["fd"] for r in rs], "o-", label=f"DiT-{size}")
+        for r in rs:
+            ax.annotate(f"/{r['patch']}", (r["gflops"], r["fd"]), textcoords="offset points", xytext=(4, 4))
+    ax.set(xscale="log", xlabel="Gflops (forward, one image)", ylabel="Fréchet distance (judge features)",
+           title=f"ditlab, {rows[0]['image_size']} px, {rows[0]['steps']} steps" if rows else "ditlab")
+    ax.legend()
+    paper = [r for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"]
+    for size in ("S", "B", "L", "XL"):
+        rs = sorted([r for r in paper if r["model"].startswith(f"DiT-{size}/")], key=lambda r: r["gflops"])
+        ax2.plot([r["gflops"] for r in rs], [float(r["fid50k_400k"]) for r in rs], "o-", label=f"DiT-{size}")
+    ax2.set(xscale="log", xlabel="Gflops", ylabel="FID-50K (400K steps)", title="paper, Table 4 (ImageNet 256)")
+    ax2.legend()
+    fig.tight_layout()
+    return fig
