@@ -2,7 +2,8 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot: nothing is shown or kept in
 global state. In Jupyter, make the figure the last expression of a cell to display it; elsewhere call
-`fig.savefig(path)`. Sections: images and patches · embeddings · compute (Gflops, parameters).
+`fig.savefig(path)`. Sections: images and patches · embeddings · compute (Gflops, parameters) ·
+diffusion and training (schedules, noising, trajectories, loss curves, the live training dashboard).
 """
 import math
 from collections.abc import Sequence
@@ -269,7 +270,8 @@ LOSS_LABELS = {"loss": "loss = L_simple + L_vlb", "mse": "mse = L_simple (ε)", 
 def _log_columns(log_rows, keys=("loss", "mse", "vb")) -> dict[str, np.ndarray]:
     """Log rows (dicts, e.g. `train(...)["log"]` or csv.DictReader rows of log.csv) -> float arrays per key."""
     if isinstance(log_rows, (str, bytes)) or not isinstance(log_rows, Sequence):
-        raise TypeError(f"log_rows must be a list of dicts with keys step, {', '.join(keys)}; got {type(log_rows).__name__}")
+        raise TypeError(f"log_rows must be a list of dicts with keys step, {', '.join(keys)}; "
+                        f"got {type(log_rows).__name__}")
     missing = [k for k in ("step", "loss") if log_rows and k not in log_rows[0]]
     if missing:
         raise ValueError(f"log_rows must have the keys step and loss (mse, vb optional); missing {missing}")
@@ -305,7 +307,8 @@ def schedule_plot(diffusion, labels: str | Sequence[str] | None = None) -> Figur
     """ᾱ_t, SNR(t) = ᾱ_t/(1−ᾱ_t) (log scale) and β_t (log scale) against t, one line per diffusion.
 
     diffusion: a `GaussianDiffusion` (or respaced one: plotted at its original timesteps), or a list of them,
-    or a dict {label: diffusion}, e.g. {"linear": create_diffusion(), "cosine": create_diffusion(noise_schedule="cosine")}."""
+    or a dict {label: diffusion}, e.g.
+    {"linear": create_diffusion(), "cosine": create_diffusion(noise_schedule="cosine")}."""
     if isinstance(diffusion, dict):
         names, ds = list(diffusion), list(diffusion.values())
     else:
@@ -325,8 +328,8 @@ def schedule_plot(diffusion, labels: str | Sequence[str] | None = None) -> Figur
         axes[0].plot(t, ac, label=name)
         axes[1].plot(t, ac / (1 - ac), label=name)
         axes[2].plot(t, d.betas.numpy(), label=name)
-    for ax, title, log in zip(axes, ("ᾱ_t: signal kept in x_t", "SNR(t) = ᾱ_t / (1 − ᾱ_t)", "β_t: noise added per step"),
-                              (False, True, True)):
+    titles = ("ᾱ_t: signal kept in x_t", "SNR(t) = ᾱ_t / (1 − ᾱ_t)", "β_t: noise added per step")
+    for ax, title, log in zip(axes, titles, (False, True, True)):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("timestep t")
         if log:
@@ -434,7 +437,8 @@ def training_dashboard(log_rows, images=None, step: int | None = None, total_ste
     if log_rows:
         _draw_loss(ax_loss, log_rows)
         last = log_rows[-1]
-        info = f"step {int(float(last['step']))}{f' / {total_steps}' if total_steps else ''}: loss {float(last['loss']):.4f}"
+        info = f"step {int(float(last['step']))}{f' / {total_steps}' if total_steps else ''}"
+        info += f": loss {float(last['loss']):.4f}"
         if "img_per_s" in last:
             info += f", {float(last['img_per_s']):.0f} img/s"
         ax_loss.set_title(info, fontsize=10)

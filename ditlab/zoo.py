@@ -40,3 +40,92 @@ def load_pretrained(name: str = DEFAULT, device="cpu"):
     model = load_model(checkpoint_dir() / f"{name}.safetensors", device=device)
     model.card = card(name)
     return model
+
+
+# The sampling playground's default request (notebook 07): 16 images, 25 DDIM steps, guidance on.
+PLAYGROUND = dict(n=16, steps=25, sampler="ddim", cfg_scale=4.0)
+
+
+def time_default_request(model, repeats: int = 3) -> float:
+    """Best-of-`repeats` seconds for the playground's default request on this machine (CPU, current threads)."""
+    import time
+
+    from .sample import sample
+
+    labels = [i % model.config.num_classes for i in range(PLAYGROUND["n"])]
+    best = float("inf")
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        sample(model, labels, steps=PLAYGROUND["steps"], sampler=PLAYGROUND["sampler"],
+               cfg_scale=PLAYGROUND["cfg_scale"], seed=r, progress=False)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class: int = 50, hardware: str = "") -> dict:
+    """Run folder -> `<out_dir>/<name>.safetensors` (EMA weights, fp16) + `<name>.json` (the model card entry):
+    the reproducing command, steps, time, params, Gflops, the judge's conditional accuracy and Fréchet distance
+    (50 DDIM steps, the documented CFG scale) and the playground request's time on this machine."""
+    import platform
+
+    import torch
+
+    from .checkpoint import load_model, save_model
+    from .data import load_dataset
+    from .flops import estimate_flops, estimate_params
+    from .metrics import evaluate, get_judge
+    from .sample import sample
+
+    run_dir, out = Path(run_dir), Path(out_dir or checkpoint_dir())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    train_cfg, mcfg = cfg["train"], cfg["model"]
+    model = load_model(run_dir)
+    save_model(model, out / f"{name}.safetensors", dtype=torch.float16, classes=cfg["classes"])
+    model = load_model(out / f"{name}.safetensors")  # judge what is shipped: the fp16 weights
+    size = mcfg["input_size"]
+    judge = get_judge(train_cfg["data"], image_size=size, channels=mcfg["in_channels"])
+    real = load_dataset(train_cfg["data"], split="test", image_size=size, channels=mcfg["in_channels"])
+    labels = [c for _ in range(per_class) for c in range(model.config.num_classes)]
+    s = sample(model, labels, steps=50, sampler="ddim", cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)
+    m = evaluate(judge, s.images, s.labels, real.get_batch(torch.arange(len(real)))[0])
+    log = (run_dir / "log.csv").read_text().strip().splitlines()
+    t_first, t_last = float(log[1].split(",")[-1]), float(log[-1].split(",")[-1])
+    entry = dict(name=name, command=command, data=train_cfg["data"], image_size=size, steps=int(log[-1].split(",")[0]),
+                 batch_size=train_cfg["batch_size"], lr=train_cfg["lr"], model=train_cfg["model"], config=mcfg,
+                 params=estimate_params(model.config), gflops=estimate_flops(model.config) / 1e9,
+                 train_minutes=round((t_last - t_first) / 60, 1),
+                 hardware=hardware or f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+                 eval=dict(sampler="ddim", steps=50, cfg_scale=PLAYGROUND["cfg_scale"], n=len(labels),
+                           accuracy=round(m["accuracy"], 4), fd=round(m["fd"], 3), judge_test_accuracy=judge.info.get("test_accuracy")),
+                 playground_seconds=round(time_default_request(model), 3),
+                 file_mb=round((out / f"{name}.safetensors").stat().st_size / 2**20, 2))
+    (out / f"{name}.json").write_text(json.dumps(entry, indent=1))
+    return entry
+
+
+def write_model_card(out_dir=None) -> Path:
+    """`data/checkpoints/README.md` from the JSON entries: one row per checkpoint plus its reproducing command."""
+    out = Path(out_dir or checkpoint_dir())
+    entries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    lines = ["# Shipped checkpoints (model card)", "",
+             "Small class-conditional DiTs (adaLN-Zero, learned Σ, label dropout 0.1) trained with `ditlab train`. "
+             "EMA weights in fp16 safetensors with the config in the metadata; load with "
+             "`ditlab.load_pretrained(name)`. Quality: 50 DDIM steps at the CFG scale below, judged by a classifier "
+             "trained on the real data of the dataset (`ditlab.metrics.get_judge`): conditional accuracy (share of "
+             "samples classified as the requested class) and Fréchet distance in the judge's 128-d features against "
+             "the real test set. Playground time: the sampling playground's default request (16 images, 25 DDIM "
+             "steps, CFG on) on the machine named, best of 3. Regenerate this file with "
+             "`python -c \"import ditlab.zoo as z; z.write_model_card()\"`.", "",
+             "| name | data | px | model | params | Gflops | steps | train time | hardware | CFG | accuracy | FD | playground | size |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        ev = e["eval"]
+        lines.append(f"| `{e['name']}` | {e['data']} | {e['image_size']} | {e['model']} | {e['params'] / 1e6:.2f} M | "
+                     f"{e['gflops']:.3f} | {e['steps']} | {e['train_minutes']} min | {e['hardware']} | {ev['cfg_scale']} | "
+                     f"{ev['accuracy']:.3f} | {ev['fd']:.2f} | {e['playground_seconds']:.2f} s | {e['file_mb']} MB |")
+    lines += ["", "## How each was made", ""]
+    for e in entries:
+        lines += [f"`{e['name']}`:", "", "```bash", e["command"], "```", ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -159,6 +159,8 @@ def test_loss_curve_lines_and_log_scale():
         viz.loss_curve([])
     with pytest.raises(ValueError, match="step and loss"):
         viz.loss_curve([dict(step=1, mse=0.5)])
+    with pytest.raises(TypeError, match="log_rows"):
+        viz.loss_curve(iter(rows))
 
 
 def test_schedule_plot_linear_vs_cosine():
@@ -200,7 +202,8 @@ def test_noising_strip_is_q_sample():
             np.testing.assert_allclose(_images(fig.axes[i * 3 + j])[0], ((want + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
     np.testing.assert_allclose(_images(fig.axes[0])[0], ((x0[0, 0] + 1) / 2).numpy(), atol=0.05)  # t = 0: ᾱ ≈ 1
     same = viz.noising_strip(x0[0], d, (500,), seed=3)  # one (C, H, W) image; seeded noise is reproducible
-    np.testing.assert_array_equal(_images(same.axes[0])[0], _images(viz.noising_strip(x0[0], d, (500,), seed=3).axes[0])[0])
+    again = viz.noising_strip(x0[0], d, (500,), seed=3)
+    np.testing.assert_array_equal(_images(same.axes[0])[0], _images(again.axes[0])[0])
     with pytest.raises(ValueError, match="timesteps"):
         viz.noising_strip(x0, d, (1000,))
 
@@ -212,7 +215,8 @@ def test_trajectory_strip_picks_steps_and_rows():
     cols = [0, 4, 8, 9]  # every 4th step and always the last
     assert len(fig.axes) == 4 * len(cols)
     assert [ax.get_title() for ax in fig.axes[:len(cols)]] == [f"t = {traj[s]['t']}" for s in cols]
-    assert [fig.axes[r * len(cols)].get_ylabel() for r in range(4)] == ["x_t  (#0)", "x̂_0  (#0)", "x_t  (#2)", "x̂_0  (#2)"]
+    row_labels = [fig.axes[r * len(cols)].get_ylabel() for r in range(4)]
+    assert row_labels == ["x_t  (#0)", "x̂_0  (#0)", "x_t  (#2)", "x̂_0  (#2)"]
     for j, s in enumerate(cols):
         np.testing.assert_allclose(_images(fig.axes[j])[0], (traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
         np.testing.assert_allclose(_images(fig.axes[len(cols) + j])[0], (-traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
@@ -231,7 +235,8 @@ def test_sample_trajectory_feeds_trajectory_strip():
     out = sample(model, [1, 2], steps=3, cfg_scale=1.0, progress=False, trajectory=True)
     fig = viz.trajectory_strip(out.trajectory, index=1)
     assert len(fig.axes) == 2 * 3
-    np.testing.assert_allclose(_images(fig.axes[0])[0], ((out.trajectory[0]["x_t"][1, 0] + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
+    first = ((out.trajectory[0]["x_t"][1, 0] + 1) / 2).clamp(0, 1).numpy()
+    np.testing.assert_allclose(_images(fig.axes[0])[0], first, atol=1e-6)
 
 
 def test_image_rows():

@@ -1,0 +1,504 @@
+"""Widget logic for the notebooks (00 tour, 06 scaling explorer, 07 sampling playground) as plain functions,
+plus thin ipywidgets builders around them.
+
+Logic functions take plain inputs and return a Figure, a tensor or a dict, so tests and scripts call them
+without a browser. The builders (`scaling_explorer`, `playground`, `scrubber`) use only controls that exist in
+ipywidgets 7.7 (Colab) and 8 (JupyterLab 4); figures are rendered to PNG into an `Image` widget, errors show
+as a red line in an `HTML` widget instead of a traceback, and slow work runs on a button click with a tqdm
+progress bar. Models come from `get_model`: a shipped checkpoint, else a tiny DiT trained here once and cached.
+"""
+import hashlib
+import html
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from . import viz
+from .configs import PAPER_SIZES, get_config
+from .flops import estimate_flops, estimate_params, paper_table
+
+# ---------------------------------------------------------------- models: shipped checkpoints or a fallback
+
+DEFAULT_MODEL = "digits-p4"
+PATCH_NAMES = ("digits-p2", "digits-p4", "digits-p8")
+# the stand-in for a missing checkpoint "<data>-p<P>": a 0.26M-parameter DiT on the built-in digits at 16 px
+FALLBACK = dict(model_args=dict(depth=3, hidden_size=64, num_heads=4), data="digits", image_size=16,
+                batch_size=32, lr=2e-3, ema_decay=0.99)
+FALLBACK_STEPS = 1000  # about a minute on a laptop CPU, once; then cached
+_MODELS: dict = {}
+
+
+def model_names() -> list[str]:
+    """Shipped checkpoints (`ditlab.zoo.list_pretrained()`), else the names `get_model` trains stand-ins for."""
+    from .zoo import list_pretrained
+
+    return list_pretrained() or list(PATCH_NAMES)
+
+
+def get_model(name=DEFAULT_MODEL, fallback_steps: int | None = None, cache_dir=None, verbose: bool = True):
+    """A DiT in eval mode by name: the shipped checkpoint `ditlab.zoo.load_pretrained(name)` if there is one,
+    else a tiny stand-in trained on the built-in digits at 16 px with patch size P of "<data>-p<P>"
+    (`fallback_steps`, default 1000; cached in `$DITLAB_CACHE/widgets/`). A DiT passed in is returned as is.
+    Loaded models are kept in memory; `model.name` and `model.card` say what it is."""
+    from .zoo import list_pretrained, load_pretrained
+
+    if isinstance(name, torch.nn.Module):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a checkpoint name like 'digits-p4' or a DiT, got {type(name).__name__}")
+    steps = FALLBACK_STEPS if fallback_steps is None else fallback_steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"fallback_steps must be a positive int, got {fallback_steps!r}")
+    shipped = name in list_pretrained()
+    key = (name, None if shipped else steps, str(cache_dir))
+    if key in _MODELS:
+        return _MODELS[key]
+    if shipped:
+        model = load_pretrained(name)
+    else:
+        m = re.fullmatch(r"([a-z_]+)-p(\d+)", name)
+        if not m or 16 % int(m.group(2)):
+            raise ValueError(f"unknown model {name!r}: not shipped ({list_pretrained() or 'no checkpoints found'}) "
+                             "and not of the form '<data>-p<P>' with P in 1, 2, 4, 8, 16 for a stand-in")
+        model = _train_fallback(name, int(m.group(2)), steps, cache_dir, verbose)
+    model.name = name
+    _MODELS[key] = model
+    return model
+
+
+def _train_fallback(name: str, patch: int, steps: int, cache_dir, verbose: bool):
+    from .checkpoint import load_model
+    from .data import default_cache_dir
+    from .train import train
+
+    recipe = dict(FALLBACK, model=f"DiT-Mi/{patch}", steps=steps)
+    key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    run = default_cache_dir(cache_dir) / "widgets" / f"{name}-{key}"
+    if not (run / "ema.safetensors").exists():
+        if verbose:
+            print(f"note: no shipped checkpoint {name!r}; training a tiny stand-in ({recipe['model']}, 16 px digits, "
+                  f"{steps} steps) once, cached in {run}")
+        run.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=run.parent, prefix=f".{name}-"))
+        try:
+            train(**recipe, out_dir=str(tmp), log_every=max(1, steps // 4), ckpt_every=steps, sample_every=0,
+                  progress=verbose)
+            if not (run / "ema.safetensors").exists():
+                shutil.rmtree(run, ignore_errors=True)
+                os.replace(tmp, run)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    model = load_model(run).eval()
+    model.card = dict(name=name, stand_in=True, recipe=recipe, note="trained by ditlab.widgets.get_model")
+    return model
+
+
+def model_info(model) -> dict:
+    """name, image size, patch size, tokens, params, Gflops and whether it is a stand-in, of a loaded DiT."""
+    c = model.config
+    return dict(name=getattr(model, "name", "model"), image_size=c.hw[0], patch=c.patch_size, tokens=c.num_tokens,
+                params=estimate_params(c), gflops=estimate_flops(c) / 1e9,
+                stand_in=bool(getattr(model, "card", {}).get("stand_in")))
+
+
+# ---------------------------------------------------------------- compute: params, tokens, Gflops (§4, Table 4)
+
+def _paper_rows() -> list[dict]:
+    return [r for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"]
+
+
+def scaling_point(size: str = "XL", patch: int = 2, image_size: int = 256) -> dict:
+    """Closed-form params, tokens and Gflops of DiT-<size>/<patch> on image_size px images (latents image_size/8),
+    with the paper's Table 4 Gflops and FID-50K where it has the row."""
+    if size not in PAPER_SIZES:
+        raise ValueError(f"size must be one of {list(PAPER_SIZES)}, got {size!r}")
+    if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+        raise ValueError(f"patch must be a positive int (the paper uses 2, 4, 8), got {patch!r}")
+    if not isinstance(image_size, int) or image_size < 8 or image_size % (8 * patch):
+        raise ValueError(f"image_size must be a multiple of 8·patch = {8 * patch} (the VAE downsamples by 8), "
+                         f"got {image_size!r}")
+    name = f"DiT-{size}/{patch}"
+    cfg = get_config(name, input_size=image_size // 8)
+    paper = {(r["model"], int(r["image_size"])): r for r in paper_table() if r["block"] == "adaLN-Zero"}
+    row = paper.get((name, image_size), {})
+    fid = row.get("fid50k_400k")
+    return dict(model=name, image_size=image_size, latent_size=image_size // 8, tokens=cfg.num_tokens,
+                params=estimate_params(cfg), gflops=estimate_flops(cfg) / 1e9,
+                paper_gflops=row.get("gflops"), paper_fid=float(fid) if fid else None)
+
+
+SIZE_COLORS = dict(S="tab:blue", B="tab:orange", L="tab:green", XL="tab:red")
+PATCH_MARKERS = {8: "s", 4: "^", 2: "o"}
+
+
+def _fig8(ax, highlight: dict | None = None):
+    """The paper's Fig. 8: FID-50K at 400K steps against Gflops for the 12 configs (Table 4), with a log fit;
+    `highlight` (a `scaling_point`) draws its Gflops as a vertical line and rings its paper point."""
+    rows = _paper_rows()
+    g = np.array([r["gflops"] for r in rows])
+    fid = np.array([float(r["fid50k_400k"]) for r in rows])
+    for r, gi, fi in zip(rows, g, fid):
+        size, p = r["model"][4:].split("/")
+        ax.scatter(gi, fi, color=SIZE_COLORS[size], marker=PATCH_MARKERS[int(p)], s=40, zorder=3)
+    slope, icpt = np.polyfit(np.log10(g), fid, 1)
+    xs = np.logspace(np.log10(g.min()) - 0.3, np.log10(g.max()) + 0.3, 50)
+    corr = np.corrcoef(np.log10(g), fid)[0, 1]
+    ax.plot(xs, slope * np.log10(xs) + icpt, "--", color="gray", lw=1, label=f"fit, corr = {corr:.2f}")
+    if highlight is not None:
+        h = highlight
+        ax.axvline(h["gflops"], color="black", lw=1.2, label=f"{h['model']} at {h['image_size']} px: "
+                                                               f"{h['gflops']:.1f} Gflops")
+        if h["paper_fid"] is not None and h["image_size"] == 256:
+            ax.scatter(h["paper_gflops"], h["paper_fid"], s=250, facecolors="none", edgecolors="black", lw=2, zorder=4)
+    for s, c in SIZE_COLORS.items():
+        ax.scatter([], [], color=c, label=f"DiT-{s}")
+    for p, m in PATCH_MARKERS.items():
+        ax.scatter([], [], color="gray", marker=m, label=f"p = {p}")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 170)
+    ax.set_xlabel("transformer Gflops per forward pass")
+    ax.set_ylabel("FID-50K after 400K steps (lower is better)")
+    ax.set_title("paper Fig. 8 / Table 4 (256 px): FID follows Gflops", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+
+
+def scaling_figure(size: str = "XL", patch: int = 2, image_size: int = 256) -> Figure:
+    """Left: the paper's FID vs Gflops points (Table 4, Fig. 8) with the chosen config's Gflops marked on the
+    trend line. Right: params vs Gflops of the 12 configs at image_size, the chosen one highlighted."""
+    pt = scaling_point(size, patch, image_size)
+    fig, (ax1, ax2) = viz._figure(1, 2, (5.2, 4.2))
+    _fig8(ax1, pt)
+    for s in PAPER_SIZES:
+        pts = [scaling_point(s, p, image_size) for p in (8, 4, 2) if image_size % (8 * p) == 0]
+        ax2.plot([q["gflops"] for q in pts], [q["params"] / 1e6 for q in pts], "-", color=SIZE_COLORS[s], lw=1)
+        for q, p in zip(pts, (8, 4, 2)):
+            ax2.scatter(q["gflops"], q["params"] / 1e6, color=SIZE_COLORS[s], marker=PATCH_MARKERS[p], s=40)
+    ax2.scatter(pt["gflops"], pt["params"] / 1e6, s=300, facecolors="none", edgecolors="black", lw=2, zorder=4)
+    ax2.annotate(f"{pt['model']}\n{pt['tokens']} tokens\n{pt['params'] / 1e6:.0f} M params",
+                 (pt["gflops"], pt["params"] / 1e6), xytext=(8, 12 if pt["params"] < 1e8 else -40),
+                 textcoords="offset points", fontsize=8)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_yticks([30, 100, 300, 700])
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax2.yaxis.set_minor_formatter(NullFormatter())
+    ax2.set_xlabel("Gflops per forward pass")
+    ax2.set_ylabel("parameters (M)")
+    ax2.set_title(f"{image_size} px: smaller patches add Gflops, not parameters", fontsize=10)
+    ax2.grid(True, which="major", alpha=0.3)
+    return fig
+
+
+def fid_vs_gflops(highlight: str | None = None) -> Figure:
+    """The paper's claim in one figure (Fig. 8, Table 4): FID-50K falls as transformer Gflops grow, whatever
+    mix of model size and patch size gives them. `highlight`: a config name, e.g. "DiT-XL/2", marked."""
+    fig, (ax,) = viz._figure(1, 1, (6.0, 4.4))
+    pt = None
+    if highlight is not None:
+        size, _, p = str(highlight).removeprefix("DiT-").partition("/")
+        pt = scaling_point(size, int(p) if p.isdigit() else p)
+    _fig8(ax, pt)
+    return fig
+
+
+def patch_overlay(image, patch: int = 2, latent_size: int | None = None) -> Figure:
+    """A (C, H, W) image in [-1, 1], resized to latent_size (default: as is), with its p×p token grid drawn
+    over it: what each of the T = (latent_size/p)² tokens of the transformer covers."""
+    x = torch.as_tensor(viz._numpy(image))
+    if x.ndim != 3:
+        raise ValueError(f"image must have shape (C, H, W), got {tuple(x.shape)}")
+    if latent_size is not None:
+        x = torch.nn.functional.interpolate(x[None], size=(latent_size, latent_size), mode="bilinear",
+                                            antialias=True, align_corners=False)[0]
+    return viz.patch_grid(x.clamp(-1, 1), patch, size=3.6)
+
+
+# ---------------------------------------------------------------- sampling (§3.1): grids, trajectories, guidance
+
+def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str = "ddim",
+             seed: int = 0, trajectory: bool = False, progress: bool = False, **model_kw):
+    """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory)."""
+    from .sample import sample
+
+    m = get_model(model, **model_kw)
+    return sample(m, list(labels), steps=steps, sampler=sampler, cfg_scale=cfg_scale, seed=seed,
+                  progress=progress, trajectory=trajectory)
+
+
+def _class_names(model) -> list[str]:
+    n = model.config.num_classes
+    names = getattr(model, "classes", None) or [str(i) for i in range(n)]
+    return [c if isinstance(c, str) else c[0] for c in names]
+
+
+def _labels(model, label, n: int) -> list[int]:
+    """n labels: every class in turn (label None), or n times one class (id or name)."""
+    from .sample import parse_labels
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if label is None:
+        return [i % model.config.num_classes for i in range(n)]
+    return parse_labels([label], model.config.num_classes, getattr(model, "classes", None)).tolist() * n
+
+
+def sample_grid(model=DEFAULT_MODEL, label=None, n: int = 8, cfg_scale: float = 4.0, steps: int = 25,
+                sampler: str = "ddim", seed: int = 0, nrow: int = 8, progress: bool = False, **model_kw) -> Figure:
+    """n samples of one class (`label`: id or name) or of every class in turn (None), titled with the class."""
+    m = get_model(model, **model_kw)
+    out = generate(m, _labels(m, label, n), cfg_scale, steps, sampler, seed, progress=progress)
+    names = _class_names(m)
+    fig = viz.show_images(out.images, nrow=min(nrow, n), titles=[names[i] for i in out.labels])
+    fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler} {steps} steps, cfg {cfg_scale:g}, seed {seed}", fontsize=10)
+    return fig
+
+
+def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0,
+                   seed: int = 0, progress: bool = False, **model_kw) -> list[dict]:
+    """The sampling trajectory of one image: per step dict(t, x_t (1, C, H, W), pred_x0 (1, C, H, W)), from
+    pure noise (t = 999) to the last step; the sample itself is the last pred_x0."""
+    m = get_model(model, **model_kw)
+    return generate(m, _labels(m, label, 1), cfg_scale, steps, sampler, seed, trajectory=True,
+                    progress=progress).trajectory
+
+
+def scrubber_figure(trajectory, index: int = 0, image: int = 0) -> Figure:
+    """x_t (the sampler's input at step `index`) and the model's predicted clean image x̂_0 at that step."""
+    if not trajectory or not all(isinstance(s, dict) and {"t", "x_t", "pred_x0"} <= set(s) for s in trajectory):
+        raise ValueError("trajectory must be a non-empty list of dicts with keys t, x_t, pred_x0 (denoise_frames)")
+    if not isinstance(index, int) or not -len(trajectory) <= index < len(trajectory):
+        raise ValueError(f"index must be an int in [0, {len(trajectory)}), got {index!r}")
+    s = trajectory[index]
+    fig, axes = viz._figure(1, 2, (2.6, 2.8))
+    for ax, key, title in zip(axes, ("x_t", "pred_x0"), (f"x_t, t = {int(s['t'])}", "predicted x̂_0")):
+        viz._imshow(ax, s[key][image])
+        viz._off(ax)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"step {index % len(trajectory) + 1} of {len(trajectory)}", fontsize=10)
+    return fig
+
+
+def cfg_sweep(model=DEFAULT_MODEL, label=0, scales=(1.0, 2.0, 4.0, 7.0), n: int = 6, steps: int = 25,
+              sampler: str = "ddim", seed: int = 0, progress: bool = False, **model_kw) -> Figure:
+    """One row per guidance scale: n samples of one class from the same noise (seed), so only the scale changes."""
+    m = get_model(model, **model_kw)
+    if not scales:
+        raise ValueError("scales must be a non-empty list of guidance scales, e.g. (1.0, 4.0)")
+    labels = _labels(m, label, n)
+    rows = [generate(m, labels, float(s), steps, sampler, seed, progress=progress).images for s in scales]
+    name = _class_names(m)[labels[0]]
+    return viz.image_rows(rows, [f"cfg {float(s):g}" for s in scales], size=1.2,
+                          title=f"classifier-free guidance, class {name!r}, {sampler} {steps} steps, seed {seed}")
+
+
+def compare_patch_sizes(names=PATCH_NAMES, label=None, n: int = 6, cfg_scale: float = 4.0, steps: int = 25,
+                        sampler: str = "ddim", seed: int = 0, fallback_steps: int | None = None) -> Figure:
+    """Samples of several models (e.g. the shipped patch sizes 2, 4, 8) from the same seed, one row each,
+    labelled with the model's patch size, tokens and Gflops."""
+    if not names:
+        raise ValueError(f"names must be a non-empty list of model names, e.g. {list(PATCH_NAMES)}")
+    rows, labels = [], []
+    for name in names:
+        m = get_model(name, fallback_steps=fallback_steps)
+        i = model_info(m)
+        rows.append(generate(m, _labels(m, label, n), cfg_scale, steps, sampler, seed).images)
+        labels.append(f"{i['name']}\np={i['patch']}, T={i['tokens']}\n{i['gflops']:.3f} Gflops")
+    return viz.image_rows(rows, labels, size=1.2, title=f"same noise (seed {seed}), cfg {cfg_scale:g}, {steps} steps")
+
+
+# ---------------------------------------------------------------- ipywidgets builders
+
+def _png(fig: Figure, dpi: int = 80) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _error(e: Exception) -> str:
+    return f'<span style="color:#c00">⚠ {type(e).__name__}: {html.escape(str(e))}</span>'
+
+
+def _ok(text: str) -> str:
+    return f'<span style="color:#060">{html.escape(text)}</span>'
+
+
+def example_image():
+    """A built-in 'shapes' image, (3, 32, 32) in [-1, 1]."""
+    from .data import load_dataset
+
+    x, _ = load_dataset("shapes", limit=8).get_batch([3])
+    return x[0]  # (3, 32, 32)
+
+
+def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, image=None):
+    """Choose S/B/L/XL, patch 2/4/8 and the image size -> params, tokens, Gflops (closed form, instant) over the
+    paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
+    import ipywidgets as W
+
+    size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
+    patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p")
+    image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
+    info, plot, grid = W.HTML(), W.Image(format="png"), W.Image(format="png")
+    image = example_image() if image is None else image
+
+    def update(_=None):
+        try:
+            pt = scaling_point(size_w.value, patch_w.value, image_w.value)
+            paper = (f", paper: {pt['paper_gflops']:.2f} Gflops, FID-50K {pt['paper_fid']:.1f}"
+                     if pt["paper_fid"] else ", not in the paper's Table 4")
+            info.value = (f"<b>{pt['model']}</b> at {pt['image_size']} px → latent {pt['latent_size']}×"
+                          f"{pt['latent_size']}×4: <b>{pt['tokens']}</b> tokens, <b>{pt['params'] / 1e6:.1f} M</b> "
+                          f"parameters, <b>{pt['gflops']:.2f}</b> Gflops{paper}")
+            plot.value = _png(scaling_figure(size_w.value, patch_w.value, image_w.value))
+            grid.value = _png(patch_overlay(image, patch_w.value, pt["latent_size"]))
+        except Exception as e:  # shown in the widget, not as a traceback
+            info.value = _error(e)
+
+    for w in (size_w, patch_w, image_w):
+        w.observe(update, names="value")
+    update()
+    box = W.VBox([W.HBox([size_w, image_w]), patch_w, info, W.HBox([plot, grid])])
+    box.controls = dict(size=size_w, patch=patch_w, image_size=image_w, info=info, plot=plot, grid=grid)
+    return box
+
+
+def _class_options(model) -> list:
+    return [(c if c == str(i) else f"{i}: {c}", i) for i, c in enumerate(_class_names(model))]
+
+
+def _model_options(model) -> list:
+    names = [(n, n) for n in model_names()]
+    if isinstance(model, torch.nn.Module):
+        return [("my model", model)] + names
+    return names if (model, model) in names else [(model, model)] + names
+
+
+EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None value as "no selection")
+
+
+def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str = "ddim",
+               seed: int = 0, fallback_steps: int | None = None, auto: bool = True):
+    """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
+    `model`: a name from `model_names()` or a DiT. Returns a VBox; `box.controls` holds its widgets."""
+    import ipywidgets as W
+
+    model = model if model is not None else (DEFAULT_MODEL if DEFAULT_MODEL in model_names() else model_names()[0])
+    model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
+    m = get_model(model, fallback_steps=fallback_steps)
+    label_w = W.Dropdown(options=[("every class", EVERY)] + _class_options(m), value=EVERY, description="class")
+    cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
+                          continuous_update=False)
+    steps_w = W.IntSlider(value=steps, min=2, max=250, description="steps", continuous_update=False)
+    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
+    seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
+    n_w = W.IntSlider(value=n, min=1, max=40, description="images", continuous_update=False)
+    button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
+    image = W.Image(format="png")
+
+    def on_model(_=None):
+        try:
+            with progress:
+                mm = get_model(model_w.value, fallback_steps=fallback_steps)
+            label_w.options = [("every class", EVERY)] + _class_options(mm)
+            label_w.value = EVERY
+        except Exception as e:
+            status.value = _error(e)
+
+    def run(_=None):
+        button.disabled = True
+        status.value = "sampling ..."
+        progress.outputs = ()
+        try:
+            t0 = time.perf_counter()
+            with progress:  # the tqdm bar shows here
+                label = None if label_w.value == EVERY else label_w.value
+                fig = sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
+                                  sampler_w.value, seed_w.value, progress=True, fallback_steps=fallback_steps)
+            image.value = _png(fig)
+            status.value = _ok(f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in "
+                               f"{time.perf_counter() - t0:.1f} s")
+        except Exception as e:
+            status.value = _error(e)
+        finally:
+            button.disabled = False
+
+    model_w.observe(on_model, names="value")
+    button.on_click(run)
+    if auto:
+        run()
+    box = W.VBox([W.HBox([model_w, label_w]), W.HBox([cfg_w, steps_w]), W.HBox([seed_w, n_w]), sampler_w,
+                  W.HBox([button, status]), progress, image])
+    box.controls = dict(model=model_w, label=label_w, cfg_scale=cfg_w, steps=steps_w, sampler=sampler_w,
+                        seed=seed_w, n=n_w, button=button, status=status, progress=progress, image=image)
+    return box
+
+
+def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0, seed: int = 0,
+             fallback_steps: int | None = None, auto: bool = True):
+    """A denoising scrubber: "Sample" records one trajectory, the step slider shows x_t and the predicted x̂_0
+    at each step (frames are cached, so scrubbing is instant). Returns a VBox; `box.controls` holds its widgets."""
+    import ipywidgets as W
+
+    model = model if model is not None else (DEFAULT_MODEL if DEFAULT_MODEL in model_names() else model_names()[0])
+    m = get_model(model, fallback_steps=fallback_steps)
+    label_w = W.Dropdown(options=_class_options(m), value=int(_labels(m, label, 1)[0]), description="class")
+    seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
+    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
+    cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
+                          continuous_update=False)
+    step_w = W.IntSlider(value=0, min=0, max=max(1, steps - 1), description="step", disabled=True)
+    button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
+    image = W.Image(format="png")
+    state = dict(trajectory=None, frames={})
+
+    def show(_=None):
+        traj = state["trajectory"]
+        if traj is None:
+            return
+        try:
+            i = min(step_w.value, len(traj) - 1)
+            if i not in state["frames"]:
+                state["frames"][i] = _png(scrubber_figure(traj, i))
+            image.value = state["frames"][i]
+        except Exception as e:
+            status.value = _error(e)
+
+    def run(_=None):
+        button.disabled = True
+        status.value = "sampling ..."
+        progress.outputs = ()
+        try:
+            with progress:
+                traj = denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
+                                      progress=True)
+            state.update(trajectory=traj, frames={})
+            step_w.max = len(traj) - 1
+            step_w.disabled = False
+            step_w.value = 0
+            show()
+            status.value = _ok(f"{len(traj)} steps recorded: move the step slider")
+        except Exception as e:
+            status.value = _error(e)
+        finally:
+            button.disabled = False
+
+    step_w.observe(show, names="value")
+    button.on_click(run)
+    if auto:
+        run()
+    box = W.VBox([W.HBox([label_w, seed_w]), W.HBox([cfg_w, sampler_w]), W.HBox([button, status]), progress,
+                  step_w, image])
+    box.controls = dict(label=label_w, seed=seed_w, sampler=sampler_w, cfg_scale=cfg_w, step=step_w,
+                        button=button, status=status, progress=progress, image=image, state=state)
+    return box
