@@ -11,7 +11,8 @@ SIZES = {
     "XL": (28, 1152, 16),
     "Ti": (8, 192, 3),  # ditlab: 5.5M params (ViT-Ti width); 32 px, p=4: 0.24 Gflops
     "Mi": (6, 128, 4),  # ditlab: 1.9M params; 32 px, p=4: 0.08 Gflops, trains on a CPU in minutes
-    "Nano": (4, 64, 4),  # ditlab: 0.3M params; the small end of the CPU scaling study
+    "Nano": (4, 64, 4),  # ditlab: 0.33M params; 16 px, p=2: 0.015 Gflops (the demo model)
+    "Pico": (3, 48, 3),  # ditlab: 0.15M params; the small end of the CPU scaling study
 }
 PAPER_SIZES = ("S", "B", "L", "XL")
 PATCH_SIZES = (2, 4, 8)
@@ -108,7 +109,7 @@ def config_names(paper_only: bool = False) -> list[str]:
 def get_config(name: str, **overrides) -> DiTConfig:
     """`get_config("DiT-XL/2")` -> the paper's config (256 px ImageNet latents); keyword overrides for the rest.
 
-    Small sizes ("Ti", "Mi", "Nano") default to 32×32 grayscale images with 10 classes."""
+    Small sizes ("Ti", "Mi", "Nano", "Pico") default to 32×32 grayscale images with 10 classes."""
     if isinstance(name, DiTConfig):
         return name.replace(**overrides)
     size, _, patch = str(name).removeprefix("DiT-").partition("/")

@@ -13,7 +13,7 @@ import torch
 
 # The recipe: a 0.3M-parameter DiT at patch 2 on the digits resized to 16 px (64 tokens, 0.02 Gflops), so that
 # a laptop CPU can take thousands of steps in minutes; lr above the paper's 1e-4 because the run is short.
-DEMO = dict(model="DiT-Nano/2", data="digits", image_size=16, steps=5000, batch_size=64, lr=2e-3, ema_decay=0.999,
+DEMO = dict(model="DiT-Nano/2", data="digits", image_size=16, steps=4000, batch_size=64, lr=2e-3, ema_decay=0.999,
             log_every=50, ckpt_every=1000, sample_every=1000)
 SMOKE = dict(DEMO, model_args={"depth": 2, "hidden_size": 32, "num_heads": 2}, steps=10, batch_size=16,
              limit=512, log_every=5, ckpt_every=10, sample_every=0)

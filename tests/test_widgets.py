@@ -171,8 +171,13 @@ def test_get_model_trains_and_caches_a_stand_in(monkeypatch, tmp_path, capsys):
     import importlib
 
     train_mod = importlib.import_module("ditlab.train")  # the module (ditlab.train is also the function)
+    data = tmp_path / "tiny.npz"  # 32 random 16×16 gray images, 10 classes: no dataset generation in this test
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.integers(0, 256, (32, 16, 16), dtype=np.uint8), y_train=np.arange(32) % 10)
     monkeypatch.setitem(widgets.FALLBACK, "model_args", dict(depth=1, hidden_size=16, num_heads=2))
     monkeypatch.setitem(widgets.FALLBACK, "batch_size", 8)
+    monkeypatch.setitem(widgets.FALLBACK, "data", str(data))
+    monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "data-cache"))  # the .npz's cached copy goes there
     assert widgets.model_names() == list(widgets.PATCH_NAMES)
     m = widgets.get_model("digits-p8", fallback_steps=2, cache_dir=tmp_path, verbose=True)
     assert "no shipped checkpoint 'digits-p8'" in capsys.readouterr().out
