@@ -32,12 +32,12 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_size=16, steps=3000,
-                batch_size=64, lr=2e-3, samples_per_class=20, sample_steps=25, cfg_scale=4.0, seed=0,
+def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_size=16, steps=4000,
+                batch_size=64, lr=2e-3, samples_per_class=50, sample_steps=25, cfg_scale=4.0, seed=0,
                 out_dir="runs/scaling", progress=True, judge_kwargs=None) -> list[dict]:
     """Train and judge every (size, patch) pair; returns the CSV rows (also written to out_dir/scaling.csv)."""
     from .data import load_dataset
-    from .metrics import evaluate, get_judge
+    from .metrics import evaluate, feature_stats, get_judge
     from .sample import sample
     from .train import train
 
@@ -50,7 +50,7 @@ def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_
     train_set = load_dataset(data, split="train", image_size=image_size)
     real = load_dataset(data, split="test", image_size=image_size)
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
-    real_x = real.get_batch(torch.arange(len(real)))[0]
+    real_stats = feature_stats(judge, real.get_batch(torch.arange(len(real)))[0])  # once for all runs
     rows = []
     for size in sizes:
         for p in patches:
@@ -62,7 +62,7 @@ def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_
             seconds = time.perf_counter() - t0
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
             s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)
-            m = evaluate(judge, s.images, s.labels, real_x)
+            m = evaluate(judge, s.images, s.labels, real_stats)
             c = run["config"]
             rows.append(dict(model=name, size=size, patch=p, image_size=image_size, tokens=c.num_tokens,
                              params=estimate_params(c), gflops=estimate_flops(c) / 1e9, steps=steps,

@@ -283,7 +283,8 @@ def _draw_loss(ax, log_rows, keys=("loss", "mse", "vb")):
     cols = _log_columns(log_rows, keys)
     for k in keys:
         if k in cols and (cols[k] > 0).any():  # log scale: non-positive values (vb = 0 without learned Σ) dropped
-            ax.plot(cols["step"], np.where(cols[k] > 0, cols[k], np.nan), lw=1.2, label=LOSS_LABELS.get(k, k))
+            ax.plot(cols["step"], np.where(cols[k] > 0, cols[k], np.nan), lw=1.2, label=LOSS_LABELS.get(k, k),
+                    marker="o" if len(cols["step"]) < 3 else None, ms=3)  # a point is visible before a line is
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (per image, mean over pixels)")
@@ -450,6 +451,7 @@ def training_dashboard(log_rows, images=None, step: int | None = None, total_ste
         if a.ndim != 4 or a.shape[1] not in (1, 3):
             raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {tuple(a.shape)}")
         grid = make_grid(torch.from_numpy(a), nrow=nrow).numpy()  # (H', W', C) uint8
+        grid[make_grid(torch.ones_like(torch.from_numpy(a)), nrow=nrow).numpy() == 0] = 96  # gray gaps between images
         ax_img.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
                       interpolation="nearest")
         ax_img.set_title(f"EMA samples{f' at step {step}' if step is not None else ''}", fontsize=10)
