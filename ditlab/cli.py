@@ -78,7 +78,8 @@ def cmd_scaling(args) -> None:
 
     kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
               image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-              samples_per_class=args.samples_per_class, out_dir=args.out_dir)
+              samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
+              reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
     rows = run_scaling(**kw)
@@ -125,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--samples-per-class", type=int, default=50)
+    c.add_argument("--cfg-scale", type=float, default=1.0, help="guidance when judging (1 = none, as Table 4)")
     c.add_argument("--out-dir", default="runs/scaling")
+    c.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
     c.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the trend")
     c.set_defaults(func=cmd_scaling)
 

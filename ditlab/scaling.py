@@ -14,7 +14,7 @@ import torch
 
 from .flops import estimate_flops, estimate_params, paper_table
 
-FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "fd", "accuracy",
+FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "cfg_scale", "fd", "accuracy",
           "final_loss", "train_seconds"]
 
 
@@ -33,9 +33,13 @@ def spearman(a, b) -> float:
 
 
 def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_size=16, steps=4000,
-                batch_size=64, lr=2e-3, samples_per_class=50, sample_steps=25, cfg_scale=4.0, seed=0,
-                out_dir="runs/scaling", progress=True, judge_kwargs=None) -> list[dict]:
-    """Train and judge every (size, patch) pair; returns the CSV rows (also written to out_dir/scaling.csv)."""
+                batch_size=64, lr=2e-3, samples_per_class=50, sample_steps=25, cfg_scale=1.0, seed=0,
+                out_dir="runs/scaling", progress=True, judge_kwargs=None, reuse=True) -> list[dict]:
+    """Train and judge every (size, patch) pair; returns the CSV rows (also written to out_dir/scaling.csv).
+
+    cfg_scale=1 (no guidance) is the protocol of the paper's Table 4 / Fig. 8 FIDs: guidance trades diversity for
+    fidelity and, at scale 4, hides the differences between models. reuse: a run folder that already holds a
+    checkpoint of at most `steps` steps is resumed (or, if finished, only re-judged) instead of retrained."""
     from .data import load_dataset
     from .metrics import evaluate, feature_stats, get_judge
     from .sample import sample
@@ -55,25 +59,47 @@ def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_
     for size in sizes:
         for p in patches:
             name = f"DiT-{size}/{p}"
+            run_dir = out / name.replace("/", "_")
+            done = _logged_steps(run_dir) if reuse else None  # a finished (or shorter) earlier run: resume it
             t0 = time.perf_counter()
             run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
-                        seed=seed, out_dir=str(out / name.replace("/", "_")), sample_every=0,
-                        ckpt_every=steps, log_every=max(1, steps // 20), progress=progress)
-            seconds = time.perf_counter() - t0
+                        seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
+                        log_every=max(1, steps // 20), progress=progress,
+                        resume=done is not None and done <= steps)
+            seconds = time.perf_counter() - t0 if not done else _train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
             s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)
             m = evaluate(judge, s.images, s.labels, real_stats)
             c = run["config"]
             rows.append(dict(model=name, size=size, patch=p, image_size=image_size, tokens=c.num_tokens,
                              params=estimate_params(c), gflops=estimate_flops(c) / 1e9, steps=steps,
-                             fd=m["fd"], accuracy=m["accuracy"], final_loss=run["log"][-1]["loss"],
-                             train_seconds=round(seconds, 1)))
+                             cfg_scale=cfg_scale, fd=m["fd"], accuracy=m["accuracy"],
+                             final_loss=_read_log(run_dir)[-1]["loss"], train_seconds=round(seconds, 1)))
             write_csv(rows, out / "scaling.csv")
     fig = scaling_plot(rows)
     fig.savefig(out / "scaling.png", dpi=120, bbox_inches="tight")
     summary = summarize(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return rows
+
+
+def _read_log(run_dir) -> list[dict]:
+    with open(Path(run_dir) / "log.csv") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _logged_steps(run_dir) -> int | None:
+    """Steps of an earlier run in run_dir with a checkpoint, else None."""
+    ok = (Path(run_dir) / "checkpoint.safetensors").exists() and (Path(run_dir) / "log.csv").exists()
+    return int(_read_log(run_dir)[-1]["step"]) if ok else None
+
+
+def _train_seconds(run_dir) -> float:
+    """Training time of a finished run from its log's timestamps (extrapolated over the first interval)."""
+    log = _read_log(run_dir)
+    if len(log) < 2:
+        return float("nan")
+    return (log[-1]["time"] - log[0]["time"]) * log[-1]["step"] / (log[-1]["step"] - log[0]["step"])
 
 
 def write_csv(rows: list[dict], path) -> None:
@@ -93,8 +119,9 @@ def read_csv(path) -> list[dict]:
     for r in rows:
         for k in ("patch", "image_size", "tokens", "params", "steps"):
             r[k] = int(r[k])
-        for k in ("gflops", "fd", "accuracy", "final_loss", "train_seconds"):
-            r[k] = float(r[k])
+        for k in ("gflops", "cfg_scale", "fd", "accuracy", "final_loss", "train_seconds"):
+            if k in r:  # cfg_scale: absent from older CSVs
+                r[k] = float(r[k])
     return rows
 
 
@@ -126,8 +153,13 @@ def scaling_plot(rows: list[dict]):
         ax.plot([r["gflops"] for r in rs], [r["fd"] for r in rs], "o-", label=f"DiT-{size}")
         for r in rs:
             ax.annotate(f"/{r['patch']}", (r["gflops"], r["fd"]), textcoords="offset points", xytext=(4, 4))
-    ax.set(xscale="log", xlabel="Gflops (forward, one image)", ylabel="Fréchet distance (judge features)",
-           title=f"ditlab, {rows[0]['image_size']} px, {rows[0]['steps']} steps" if rows else "ditlab")
+    title = "ditlab"
+    if rows:
+        cfg = rows[0].get("cfg_scale", 1.0)
+        title += f", {rows[0]['image_size']} px, {rows[0]['steps']} steps, " + \
+            ("no guidance" if float(cfg) == 1 else f"guidance {float(cfg):g}")
+    ax.set(xscale="log", yscale="log", xlabel="Gflops (forward, one image)",
+           ylabel="Fréchet distance (judge features, log)", title=title)
     ax.legend()
     paper = [r for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"]
     for size in ("S", "B", "L", "XL"):

@@ -62,7 +62,8 @@ def time_default_request(model, repeats: int = 3) -> float:
     return best
 
 
-def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class: int = 50, hardware: str = "") -> dict:
+def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class: int = 50, hardware: str = "",
+                      judge_kwargs=None) -> dict:
     """Run folder -> `<out_dir>/<name>.safetensors` (EMA weights, fp16) + `<name>.json` (the model card entry):
     the reproducing command, steps, time, params, Gflops, the judge's conditional accuracy and Fréchet distance
     (50 DDIM steps, the documented CFG scale) and the playground request's time on this machine."""
@@ -83,7 +84,7 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     save_model(model, out / f"{name}.safetensors", dtype=torch.float16, classes=cfg["classes"])
     model = load_model(out / f"{name}.safetensors")  # judge what is shipped: the fp16 weights
     size = mcfg["input_size"]
-    judge = get_judge(train_cfg["data"], image_size=size, channels=mcfg["in_channels"])
+    judge = get_judge(train_cfg["data"], image_size=size, channels=mcfg["in_channels"], **(judge_kwargs or {}))
     real = load_dataset(train_cfg["data"], split="test", image_size=size, channels=mcfg["in_channels"])
     labels = [c for _ in range(per_class) for c in range(model.config.num_classes)]
     s = sample(model, labels, steps=50, sampler="ddim", cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)

@@ -31,6 +31,15 @@ def test_smoke_study_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
     assert all(r["fd"] >= 0 and 0 <= r["accuracy"] <= 1 and r["steps"] == 3 for r in rows)
     assert (tmp_path / "s" / "scaling.png").stat().st_size > 10_000
     assert "spearman_gflops_fd" in capsys.readouterr().out
+    # a second call reuses the finished runs (resumed at their last step): same models, same judgement
+    ckpt = tmp_path / "s" / "DiT-Nano_4" / "checkpoint.safetensors"
+    mtime = ckpt.stat().st_mtime_ns
+    main(["scaling", "--smoke", "--sizes", "Nano", "--patches", "4,8", "--batch-size", "8",
+          "--out-dir", str(tmp_path / "s")])
+    again = read_csv(tmp_path / "s" / "scaling.csv")
+    assert ckpt.stat().st_mtime_ns == mtime
+    for a, b in zip(rows, again):
+        assert (a["fd"], a["accuracy"], a["final_loss"]) == (b["fd"], b["accuracy"], b["final_loss"])
 
 
 def test_bad_patch_size(tmp_path):
