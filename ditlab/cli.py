@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
-    c.add_argument("--sizes", default="Pico,Nano")
+    c.add_argument("--sizes", default="Pico,Nano,Mi")
     c.add_argument("--patches", default="2,4,8")
     c.add_argument("--data", default="digits")
     c.add_argument("--image-size", type=int, default=16)

@@ -32,7 +32,7 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def run_scaling(sizes=("Pico", "Nano"), patches=(2, 4, 8), data="digits", image_size=16, steps=4000,
+def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", image_size=16, steps=4000,
                 batch_size=64, lr=2e-3, samples_per_class=50, sample_steps=25, cfg_scale=1.0, seed=0,
                 out_dir="runs/scaling", progress=True, judge_kwargs=None, reuse=True) -> list[dict]:
     """Train and judge every (size, patch) pair; returns the CSV rows (also written to out_dir/scaling.csv).

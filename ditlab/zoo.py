@@ -4,8 +4,10 @@
 (the recipe, hardware, time and measured quality). Each checkpoint is an fp16 safetensors file with its
 config in the metadata, plus a JSON card beside it.
 """
+import csv
 import json
 import os
+import statistics
 from pathlib import Path
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
@@ -18,7 +20,7 @@ def checkpoint_dir() -> Path:
 
 
 def list_pretrained() -> list[str]:
-    """Names of the shipped checkpoints, e.g. ["digits-p2", "digits-p4", "digits-p8", "mnist-p4"]."""
+    """Names of the shipped checkpoints, e.g. ["digits-p2", "digits-p4", "digits-p8", "mnist-p2"]."""
     d = checkpoint_dir()
     return sorted(p.stem for p in d.glob("*.safetensors")) if d.exists() else []
 
@@ -89,12 +91,15 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     labels = [c for _ in range(per_class) for c in range(model.config.num_classes)]
     s = sample(model, labels, steps=50, sampler="ddim", cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)
     m = evaluate(judge, s.images, s.labels, real.get_batch(torch.arange(len(real)))[0])
-    log = (run_dir / "log.csv").read_text().strip().splitlines()
-    t_first, t_last = float(log[1].split(",")[-1]), float(log[-1].split(",")[-1])
-    entry = dict(name=name, command=command, data=train_cfg["data"], image_size=size, steps=int(log[-1].split(",")[0]),
+    with open(run_dir / "log.csv") as f:
+        log = list(csv.DictReader(f))
+    steps = int(log[-1]["step"])
+    # training time from the median throughput of the log's intervals: robust to a run paused in between
+    img_s = statistics.median(float(r["img_per_s"]) for r in log)
+    entry = dict(name=name, command=command, data=train_cfg["data"], image_size=size, steps=steps,
                  batch_size=train_cfg["batch_size"], lr=train_cfg["lr"], model=train_cfg["model"], config=mcfg,
                  params=estimate_params(model.config), gflops=estimate_flops(model.config) / 1e9,
-                 train_minutes=round((t_last - t_first) / 60, 1),
+                 train_minutes=round(steps * train_cfg["batch_size"] / img_s / 60, 1),
                  hardware=hardware or f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                  eval=dict(sampler="ddim", steps=50, cfg_scale=PLAYGROUND["cfg_scale"], n=len(labels),
                            accuracy=round(m["accuracy"], 4), fd=round(m["fd"], 3), judge_test_accuracy=judge.info.get("test_accuracy")),
@@ -115,7 +120,10 @@ def write_model_card(out_dir=None) -> Path:
              "trained on the real data of the dataset (`ditlab.metrics.get_judge`): conditional accuracy (share of "
              "samples classified as the requested class) and Fréchet distance in the judge's 128-d features against "
              "the real test set. Playground time: the sampling playground's default request (16 images, 25 DDIM "
-             "steps, CFG on) on the machine named, best of 3. Regenerate this file with "
+             "steps, CFG on) on the machine named, best of 3. Train time: steps × batch ÷ the median images/s in the "
+             "run's log.csv (robust to pauses). Images are the dataset resized to the px column. The FD is measured "
+             "at that CFG scale, which trades diversity for fidelity; the digits models' unguided FDs are in "
+             "`data/scaling.csv` (the DiT-Mi rows). Regenerate this file with "
              "`python -c \"import ditlab.zoo as z; z.write_model_card()\"`.", "",
              "| name | data | px | model | params | Gflops | steps | train time | hardware | CFG | accuracy | FD | playground | size |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -174,3 +174,15 @@ def test_latent_mode_trains_on_cached_vae_latents(tmp_path, monkeypatch):
     monkeypatch.setattr(AutoencoderKL, "encode", lambda *a, **k: pytest.fail("latents were encoded again"))
     r2 = train(**kw, out_dir=str(tmp_path / "run2"))
     assert r2["log"][0]["loss"] == pytest.approx(r["log"][0]["loss"])
+
+
+def test_auto_precision_picks_fp16_on_a_t4(monkeypatch):
+    from ditlab.train import resolve_precision
+
+    # a T4 (sm 7.5) "supports" bf16 only by emulation: auto must pick fp16 + GradScaler there
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # A100/H100
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
