@@ -61,11 +61,14 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
             name = f"DiT-{size}/{p}"
             run_dir = out / name.replace("/", "_")
             done = _logged_steps(run_dir) if reuse else None  # a finished (or shorter) earlier run: resume it
+            if done is not None and done > steps:
+                raise ValueError(f"{run_dir} holds a run of {done} steps, more than steps={steps}: pass another "
+                                 "out_dir, or reuse=False (--retrain) to train it again")
             t0 = time.perf_counter()
             run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
                         seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
                         log_every=max(1, steps // 20), progress=progress,
-                        resume=done is not None and done <= steps)
+                        resume=done is not None)
             seconds = time.perf_counter() - t0 if not done else _train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
             s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)

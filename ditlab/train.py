@@ -254,6 +254,8 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         (out / "config.json").write_text(json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(),
                                                          classes=dataset.classes, precision=precision), indent=1))
     log_path = out / "log.csv"
+    if rank == 0:
+        _trim_log(log_path, step)  # a fresh run starts a new log; a resumed one drops rows past its checkpoint
     log_rows, t_last, n_seen = [], time.perf_counter(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
     model.train()
@@ -308,6 +310,19 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         bar.update(1)
     bar.close()
     return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return
+    path.unlink()
+    for r in keep:
+        _append_csv(path, r)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -186,3 +186,26 @@ def test_auto_precision_picks_fp16_on_a_t4(monkeypatch):
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+
+
+def _log_steps(run_dir):
+    with open(run_dir / "log.csv") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_log_restarts_with_a_fresh_run_and_resume_drops_rows_past_the_checkpoint(tmp_path, digits):
+    d = tmp_path / "run"
+    train(**TINY, steps=4, ckpt_every=2, out_dir=str(d), dataset=digits)
+    assert _log_steps(d) == [1, 2, 3, 4]
+    train(**TINY, steps=3, ckpt_every=2, out_dir=str(d), dataset=digits)  # fresh run into the same folder
+    assert _log_steps(d) == [1, 2, 3]  # not 1..4 followed by 1..3
+    # a run killed after logging steps 4 and 5 but before checkpointing them: resuming from step 3 drops them
+    with open(d / "log.csv") as f:
+        header = f.readline().strip().split(",")
+    with open(d / "log.csv", "a") as f:
+        for step in (4, 5):
+            f.write(",".join(str(step) if k == "step" else "-1" for k in header) + "\n")
+    train(**TINY, steps=4, ckpt_every=2, out_dir=str(d), dataset=digits, resume=True)
+    assert _log_steps(d) == [1, 2, 3, 4]
+    with open(d / "log.csv") as f:
+        assert float(list(csv.DictReader(f))[-1]["loss"]) > 0  # step 4 is the resumed run's, not the stale row
