@@ -50,7 +50,7 @@ def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int 
     metrics = evaluate(judge, samples.images, samples.labels, real.get_batch(torch.arange(len(real)))[0])
 
     print("[4/4] writing the loss curve and metrics ...")
-    from .viz import loss_curve
+    from .viz_training import loss_curve
 
     loss_curve(run["log"]).savefig(out / "loss_curve.png", dpi=120, bbox_inches="tight")
     total = time.perf_counter() - t0

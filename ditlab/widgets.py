@@ -1,21 +1,15 @@
-"""Widget logic for the notebooks (00 tour, 06 scaling explorer, 07 sampling playground) as plain functions,
-plus thin ipywidgets builders around them.
+"""Widget logic for the notebooks (00 tour, 06 scaling explorer, 07 sampling playground) as plain functions.
 
-Logic functions take plain inputs and return a Figure, a tensor or a dict, so tests and scripts call them
-without a browser. The builders (`scaling_explorer`, `playground`, `scrubber`) use only controls that exist in
-ipywidgets 7.7 (Colab) and 8 (JupyterLab 4); figures are rendered to PNG into an `Image` widget, errors show
-as a red line in an `HTML` widget instead of a traceback, and slow work runs on a button click with a tqdm
-progress bar. Models come from `get_model`: a shipped checkpoint, else a tiny DiT trained here once and cached.
+They take plain inputs and return a Figure, a tensor, a dict or `Samples`, so tests and scripts call them
+without a browser; `ditlab.controls` wires them to ipywidgets. Models come from `get_model`: a shipped
+checkpoint, else a tiny DiT trained here once and cached.
 """
 import hashlib
-import html
-import io
 import json
 import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -317,22 +311,6 @@ def compare_patch_sizes(names=PATCH_NAMES, label=None, n: int = 6, cfg_scale: fl
     return viz.image_rows(rows, labels, size=1.2, title=f"same noise (seed {seed}), cfg {cfg_scale:g}, {steps} steps")
 
 
-# ---------------------------------------------------------------- ipywidgets builders
-
-def _png(fig: Figure, dpi: int = 80) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _error(e: Exception) -> str:
-    return f'<span style="color:#c00">⚠ {type(e).__name__}: {html.escape(str(e))}</span>'
-
-
-def _ok(text: str) -> str:
-    return f'<span style="color:#060">{html.escape(text)}</span>'
-
-
 def example_image():
     """A built-in 'shapes' image, (3, 32, 32) in [-1, 1]."""
     from .data import load_dataset
@@ -341,164 +319,13 @@ def example_image():
     return x[0]  # (3, 32, 32)
 
 
-def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, image=None):
-    """Choose S/B/L/XL, patch 2/4/8 and the image size -> params, tokens, Gflops (closed form, instant) over the
-    paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
-    size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
-    patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p")
-    image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
-    info, plot, grid = W.HTML(), W.Image(format="png"), W.Image(format="png")
-    image = example_image() if image is None else image
-
-    def update(_=None):
-        try:
-            pt = scaling_point(size_w.value, patch_w.value, image_w.value)
-            paper = (f", paper: {pt['paper_gflops']:.2f} Gflops, FID-50K {pt['paper_fid']:.1f}"
-                     if pt["paper_fid"] else ", not in the paper's Table 4")
-            info.value = (f"<b>{pt['model']}</b> at {pt['image_size']} px → latent {pt['latent_size']}×"
-                          f"{pt['latent_size']}×4: <b>{pt['tokens']}</b> tokens, <b>{pt['params'] / 1e6:.1f} M</b> "
-                          f"parameters, <b>{pt['gflops']:.2f}</b> Gflops{paper}")
-            plot.value = _png(scaling_figure(size_w.value, patch_w.value, image_w.value))
-            grid.value = _png(patch_overlay(image, patch_w.value, pt["latent_size"]))
-        except Exception as e:  # shown in the widget, not as a traceback
-            info.value = _error(e)
-
-    for w in (size_w, patch_w, image_w):
-        w.observe(update, names="value")
-    update()
-    box = W.VBox([W.HBox([size_w, image_w]), patch_w, info, W.HBox([plot, grid])])
-    box.controls = dict(size=size_w, patch=patch_w, image_size=image_w, info=info, plot=plot, grid=grid)
-    return box
+_CONTROLS = ("scaling_explorer", "playground", "scrubber", "EVERY")  # moved to ditlab.controls
 
 
-def _class_options(model) -> list:
-    return [(c if c == str(i) else f"{i}: {c}", i) for i, c in enumerate(_class_names(model))]
+def __getattr__(name):
+    """Old names `widgets.playground` etc. still work: the ipywidgets builders now live in `ditlab.controls`."""
+    if name in _CONTROLS:
+        from . import controls
 
-
-def _model_options(model) -> list:
-    names = [(n, n) for n in model_names()]
-    if isinstance(model, torch.nn.Module):
-        return [("my model", model)] + names
-    return names if (model, model) in names else [(model, model)] + names
-
-
-EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None value as "no selection")
-
-
-def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str = "ddim",
-               seed: int = 0, fallback_steps: int | None = None, auto: bool = True):
-    """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
-    `model`: a name from `model_names()` or a DiT. Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
-    model = model if model is not None else (DEFAULT_MODEL if DEFAULT_MODEL in model_names() else model_names()[0])
-    model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
-    m = get_model(model, fallback_steps=fallback_steps)
-    label_w = W.Dropdown(options=[("every class", EVERY)] + _class_options(m), value=EVERY, description="class")
-    cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
-                          continuous_update=False)
-    steps_w = W.IntSlider(value=steps, min=2, max=250, description="steps", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
-    seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
-    n_w = W.IntSlider(value=n, min=1, max=40, description="images", continuous_update=False)
-    button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
-    image = W.Image(format="png")
-
-    def on_model(_=None):
-        try:
-            with progress:
-                mm = get_model(model_w.value, fallback_steps=fallback_steps)
-            label_w.options = [("every class", EVERY)] + _class_options(mm)
-            label_w.value = EVERY
-        except Exception as e:
-            status.value = _error(e)
-
-    def run(_=None):
-        button.disabled = True
-        status.value = "sampling ..."
-        progress.outputs = ()
-        try:
-            t0 = time.perf_counter()
-            with progress:  # the tqdm bar shows here
-                label = None if label_w.value == EVERY else label_w.value
-                fig = sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
-                                  sampler_w.value, seed_w.value, progress=True, fallback_steps=fallback_steps)
-            image.value = _png(fig)
-            status.value = _ok(f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in "
-                               f"{time.perf_counter() - t0:.1f} s")
-        except Exception as e:
-            status.value = _error(e)
-        finally:
-            button.disabled = False
-
-    model_w.observe(on_model, names="value")
-    button.on_click(run)
-    if auto:
-        run()
-    box = W.VBox([W.HBox([model_w, label_w]), W.HBox([cfg_w, steps_w]), W.HBox([seed_w, n_w]), sampler_w,
-                  W.HBox([button, status]), progress, image])
-    box.controls = dict(model=model_w, label=label_w, cfg_scale=cfg_w, steps=steps_w, sampler=sampler_w,
-                        seed=seed_w, n=n_w, button=button, status=status, progress=progress, image=image)
-    return box
-
-
-def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0, seed: int = 0,
-             fallback_steps: int | None = None, auto: bool = True):
-    """A denoising scrubber: "Sample" records one trajectory, the step slider shows x_t and the predicted x̂_0
-    at each step (frames are cached, so scrubbing is instant). Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
-    model = model if model is not None else (DEFAULT_MODEL if DEFAULT_MODEL in model_names() else model_names()[0])
-    m = get_model(model, fallback_steps=fallback_steps)
-    label_w = W.Dropdown(options=_class_options(m), value=int(_labels(m, label, 1)[0]), description="class")
-    seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
-    cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
-                          continuous_update=False)
-    step_w = W.IntSlider(value=0, min=0, max=max(1, steps - 1), description="step", disabled=True)
-    button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
-    image = W.Image(format="png")
-    state = dict(trajectory=None, frames={})
-
-    def show(_=None):
-        traj = state["trajectory"]
-        if traj is None:
-            return
-        try:
-            i = min(step_w.value, len(traj) - 1)
-            if i not in state["frames"]:
-                state["frames"][i] = _png(scrubber_figure(traj, i))
-            image.value = state["frames"][i]
-        except Exception as e:
-            status.value = _error(e)
-
-    def run(_=None):
-        button.disabled = True
-        status.value = "sampling ..."
-        progress.outputs = ()
-        try:
-            with progress:
-                traj = denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
-                                      progress=True)
-            state.update(trajectory=traj, frames={})
-            step_w.max = len(traj) - 1
-            step_w.disabled = False
-            step_w.value = 0
-            show()
-            status.value = _ok(f"{len(traj)} steps recorded: move the step slider")
-        except Exception as e:
-            status.value = _error(e)
-        finally:
-            button.disabled = False
-
-    step_w.observe(show, names="value")
-    button.on_click(run)
-    if auto:
-        run()
-    box = W.VBox([W.HBox([label_w, seed_w]), W.HBox([cfg_w, sampler_w]), W.HBox([button, status]), progress,
-                  step_w, image])
-    box.controls = dict(label=label_w, seed=seed_w, sampler=sampler_w, cfg_scale=cfg_w, step=step_w,
-                        button=button, status=status, progress=progress, image=image, state=state)
-    return box
+        return getattr(controls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

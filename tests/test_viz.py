@@ -1,4 +1,5 @@
-"""ditlab.viz: every plot returns a Figure (no pyplot state) whose axes hold the data asked for."""
+"""ditlab.viz and ditlab.viz_training: every plot returns a Figure (no pyplot state) whose axes hold the data
+asked for."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ditlab import viz  # noqa: E402
+from ditlab import viz, viz_training  # noqa: E402
 from ditlab.configs import get_config  # noqa: E402
 from ditlab.flops import estimate_flops, paper_table  # noqa: E402
 from ditlab.patchify import patchify  # noqa: E402
@@ -143,7 +144,7 @@ def _rows(n=5, vb=True):
 
 def test_loss_curve_lines_and_log_scale():
     rows = _rows()
-    ax = viz.loss_curve(rows).axes[0]
+    ax = viz_training.loss_curve(rows).axes[0]
     assert ax.get_yscale() == "log"
     lines = {ln.get_label().split()[0]: ln for ln in ax.get_lines()}
     assert set(lines) == {"loss", "mse", "vb"}
@@ -152,22 +153,23 @@ def test_loss_curve_lines_and_log_scale():
         np.testing.assert_allclose(ln.get_ydata(), [r[k] for r in rows])
     # rows read back from log.csv are strings; vb = 0 (fixed Σ) cannot be drawn on a log axis and is left out
     csv_rows = [{k: str(v) for k, v in r.items()} for r in _rows(vb=False)]
-    labels = [ln.get_label().split()[0] for ln in viz.loss_curve(csv_rows).axes[0].get_lines()]
+    labels = [ln.get_label().split()[0] for ln in viz_training.loss_curve(csv_rows).axes[0].get_lines()]
     assert labels == ["loss", "mse"]
-    assert [ln.get_label().split()[0] for ln in viz.loss_curve(rows, keys=("mse",)).axes[0].get_lines()] == ["mse"]
+    mse_only = viz_training.loss_curve(rows, keys=("mse",)).axes[0].get_lines()
+    assert [ln.get_label().split()[0] for ln in mse_only] == ["mse"]
     with pytest.raises(ValueError, match="log_rows"):
-        viz.loss_curve([])
+        viz_training.loss_curve([])
     with pytest.raises(ValueError, match="step and loss"):
-        viz.loss_curve([dict(step=1, mse=0.5)])
+        viz_training.loss_curve([dict(step=1, mse=0.5)])
     with pytest.raises(TypeError, match="log_rows"):
-        viz.loss_curve(iter(rows))
+        viz_training.loss_curve(iter(rows))
 
 
 def test_schedule_plot_linear_vs_cosine():
     from ditlab.respace import create_diffusion
 
     lin, cos = create_diffusion(), create_diffusion(noise_schedule="cosine")
-    fig = viz.schedule_plot({"linear": lin, "cosine": cos})
+    fig = viz_training.schedule_plot({"linear": lin, "cosine": cos})
     ab_ax, snr_ax, beta_ax = fig.axes
     assert snr_ax.get_yscale() == "log" and beta_ax.get_yscale() == "log"
     assert [ln.get_label() for ln in ab_ax.get_lines()] == ["linear", "cosine"]
@@ -177,14 +179,14 @@ def test_schedule_plot_linear_vs_cosine():
     beta = beta_ax.get_lines()[0].get_ydata()
     assert beta[0] == pytest.approx(1e-4) and beta[-1] == pytest.approx(0.02)  # paper §3.1: linear 1e-4 -> 0.02
     # a respaced diffusion is drawn at its original timesteps, with the same ᾱ there
-    spaced = viz.schedule_plot(create_diffusion("10")).axes[0].get_lines()[0]
+    spaced = viz_training.schedule_plot(create_diffusion("10")).axes[0].get_lines()[0]
     keep = create_diffusion("10").timestep_map.numpy()
     np.testing.assert_allclose(spaced.get_xdata(), keep)
     np.testing.assert_allclose(spaced.get_ydata(), ac[keep])
     with pytest.raises(TypeError, match="GaussianDiffusion"):
-        viz.schedule_plot([1, 2])
+        viz_training.schedule_plot([1, 2])
     with pytest.raises(ValueError, match="labels"):
-        viz.schedule_plot([lin, cos], labels=["linear"])
+        viz_training.schedule_plot([lin, cos], labels=["linear"])
 
 
 def test_noising_strip_is_q_sample():
@@ -194,24 +196,24 @@ def test_noising_strip_is_q_sample():
     x0 = torch.rand(2, 1, 8, 8) * 2 - 1
     noise = torch.randn(2, 1, 8, 8)
     ts = (0, 300, 999)
-    fig = viz.noising_strip(x0, d, ts, noise=noise)
+    fig = viz_training.noising_strip(x0, d, ts, noise=noise)
     assert len(fig.axes) == 2 * 3 and fig.axes[1].get_title().startswith("t = 300")
     for i in range(2):
         for j, t in enumerate(ts):
             want = d.q_sample(x0[i:i + 1], torch.tensor([t]), noise[i:i + 1])[0, 0]
             np.testing.assert_allclose(_images(fig.axes[i * 3 + j])[0], ((want + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
     np.testing.assert_allclose(_images(fig.axes[0])[0], ((x0[0, 0] + 1) / 2).numpy(), atol=0.05)  # t = 0: ᾱ ≈ 1
-    same = viz.noising_strip(x0[0], d, (500,), seed=3)  # one (C, H, W) image; seeded noise is reproducible
-    again = viz.noising_strip(x0[0], d, (500,), seed=3)
+    same = viz_training.noising_strip(x0[0], d, (500,), seed=3)  # one (C, H, W) image; seeded noise is reproducible
+    again = viz_training.noising_strip(x0[0], d, (500,), seed=3)
     np.testing.assert_array_equal(_images(same.axes[0])[0], _images(again.axes[0])[0])
     with pytest.raises(ValueError, match="timesteps"):
-        viz.noising_strip(x0, d, (1000,))
+        viz_training.noising_strip(x0, d, (1000,))
 
 
 def test_trajectory_strip_picks_steps_and_rows():
     traj = [dict(t=t, x_t=torch.full((3, 1, 4, 4), t / 1000), pred_x0=torch.full((3, 1, 4, 4), -t / 1000))
             for t in range(900, -1, -100)]  # 10 steps
-    fig = viz.trajectory_strip(traj, every=4, index=[0, 2])
+    fig = viz_training.trajectory_strip(traj, every=4, index=[0, 2])
     cols = [0, 4, 8, 9]  # every 4th step and always the last
     assert len(fig.axes) == 4 * len(cols)
     assert [ax.get_title() for ax in fig.axes[:len(cols)]] == [f"t = {traj[s]['t']}" for s in cols]
@@ -220,11 +222,11 @@ def test_trajectory_strip_picks_steps_and_rows():
     for j, s in enumerate(cols):
         np.testing.assert_allclose(_images(fig.axes[j])[0], (traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
         np.testing.assert_allclose(_images(fig.axes[len(cols) + j])[0], (-traj[s]["t"] / 1000 + 1) / 2, atol=1e-6)
-    assert len(viz.trajectory_strip(traj, max_cols=4).axes) == 2 * 4  # default every: about max_cols columns
+    assert len(viz_training.trajectory_strip(traj, max_cols=4).axes) == 2 * 4  # default every: about max_cols columns
     with pytest.raises(ValueError, match="trajectory"):
-        viz.trajectory_strip([dict(t=1, x_t=torch.zeros(1, 1, 4, 4))])
+        viz_training.trajectory_strip([dict(t=1, x_t=torch.zeros(1, 1, 4, 4))])
     with pytest.raises(ValueError, match="index"):
-        viz.trajectory_strip(traj, index=3)
+        viz_training.trajectory_strip(traj, index=3)
 
 
 def test_sample_trajectory_feeds_trajectory_strip():
@@ -233,7 +235,7 @@ def test_sample_trajectory_feeds_trajectory_strip():
 
     model = DiT(get_config("DiT-Mi/8", depth=1, hidden_size=32, num_heads=2)).eval()
     out = sample(model, [1, 2], steps=3, cfg_scale=1.0, progress=False, trajectory=True)
-    fig = viz.trajectory_strip(out.trajectory, index=1)
+    fig = viz_training.trajectory_strip(out.trajectory, index=1)
     assert len(fig.axes) == 2 * 3
     first = ((out.trajectory[0]["x_t"][1, 0] + 1) / 2).clamp(0, 1).numpy()
     np.testing.assert_allclose(_images(fig.axes[0])[0], first, atol=1e-6)
@@ -253,7 +255,7 @@ def test_training_dashboard_loss_and_sample_grid():
 
     rows = _rows()
     images = torch.rand(6, 1, 8, 8) * 2 - 1
-    fig = viz.training_dashboard(rows, images, step=50, total_steps=200, nrow=3)
+    fig = viz_training.training_dashboard(rows, images, step=50, total_steps=200, nrow=3)
     ax_loss, ax_img = fig.axes
     assert ax_loss.get_yscale() == "log" and len(ax_loss.get_lines()) == 3
     assert "step 50 / 200" in ax_loss.get_title() and "100 img/s" in ax_loss.get_title()
@@ -261,10 +263,20 @@ def test_training_dashboard_loss_and_sample_grid():
     grid, inside = _images(ax_img)[0], make_grid(torch.ones_like(images), nrow=3).numpy()[..., 0] > 0
     np.testing.assert_array_equal(grid[inside], make_grid(images, nrow=3).numpy()[..., 0][inside])  # 2 rows × 3
     assert (grid[~inside] == 96).all()  # gray gaps between the images
-    empty = viz.training_dashboard([], None)  # before the first callback
+    empty = viz_training.training_dashboard([], None)  # before the first callback
     assert [len(ax.get_lines()) for ax in empty.axes] == [0, 0] and not _images(empty.axes[1])
     assert "waiting" in empty.axes[0].texts[0].get_text()
-    rgb = viz.training_dashboard(rows[:1], torch.zeros(4, 3, 8, 8))
+    rgb = viz_training.training_dashboard(rows[:1], torch.zeros(4, 3, 8, 8))
     assert _images(rgb.axes[1])[0].shape[-1] == 3
     with pytest.raises(ValueError, match="images"):
-        viz.training_dashboard(rows, torch.zeros(4, 2, 8, 8))
+        viz_training.training_dashboard(rows, torch.zeros(4, 2, 8, 8))
+
+
+def test_old_viz_names_still_work():
+    for name in viz._TRAINING:
+        assert getattr(viz, name) is getattr(viz_training, name)
+    from ditlab.viz import loss_curve
+
+    assert loss_curve is viz_training.loss_curve
+    with pytest.raises(AttributeError, match="no_such_plot"):
+        viz.no_such_plot

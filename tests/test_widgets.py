@@ -1,5 +1,5 @@
-"""ditlab.widgets: the logic functions against the paper's numbers and the sampler, and the ipywidgets
-builders driven headless (value changes, button clicks), errors shown in the widget instead of raised."""
+"""ditlab.widgets: the logic functions against the paper's numbers and the sampler; ditlab.controls: the
+ipywidgets builders driven headless (value changes, button clicks), errors shown in the widget instead of raised."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ditlab import widgets  # noqa: E402
+from ditlab import controls, widgets  # noqa: E402
 from ditlab.checkpoint import save_model  # noqa: E402
 from ditlab.configs import DiTConfig, get_config  # noqa: E402
 from ditlab.flops import estimate_flops, paper_table  # noqa: E402
@@ -198,7 +198,7 @@ def test_get_model_trains_and_caches_a_stand_in(monkeypatch, tmp_path, capsys):
 # ---------------------------------------------------------------- widgets, driven headless
 
 def test_scaling_explorer_updates_and_shows_errors(monkeypatch):
-    box = widgets.scaling_explorer("XL", 2, 256, image=torch.zeros(1, 32, 32))
+    box = controls.scaling_explorer("XL", 2, 256, image=torch.zeros(1, 32, 32))
     c = box.controls
     assert "DiT-XL/2" in c["info"].value and "<b>256</b> tokens" in c["info"].value and "19.5" in c["info"].value
     assert c["plot"].value[:4] == PNG and c["grid"].value[:4] == PNG
@@ -218,15 +218,15 @@ def test_scaling_explorer_updates_and_shows_errors(monkeypatch):
 
 def test_playground_samples_on_click_and_reports_errors():
     model = tiny()
-    box = widgets.playground(model, n=4, steps=2, auto=False)
+    box = controls.playground(model, n=4, steps=2, auto=False)
     c = box.controls
     assert c["image"].value in (b"", None) or len(c["image"].value) == 0
     assert c["cfg_scale"].continuous_update is False and c["steps"].continuous_update is False
-    assert c["label"].label == "every class" and c["label"].value == widgets.EVERY
+    assert c["label"].label == "every class" and c["label"].value == controls.EVERY
     c["label"].value = 7
     c["button"].click()
     assert c["image"].value[:4] == PNG and "4 images" in c["status"].value and not c["button"].disabled
-    bad = widgets.playground(tiny(null_class=False), n=2, steps=2, auto=True)  # cfg 4 needs a null class
+    bad = controls.playground(tiny(null_class=False), n=2, steps=2, auto=True)  # cfg 4 needs a null class
     assert "ValueError" in bad.controls["status"].value and "null class" in bad.controls["status"].value
     bad.controls["cfg_scale"].value = 1.0
     bad.controls["button"].click()
@@ -234,18 +234,18 @@ def test_playground_samples_on_click_and_reports_errors():
 
 
 def test_playground_switches_between_named_models(shipped):
-    box = widgets.playground("digits-p1", n=3, steps=2, auto=False)
+    box = controls.playground("digits-p1", n=3, steps=2, auto=False)
     c = box.controls
     assert [v for _, v in c["model"].options] == shipped
     c["label"].value = 4
     c["model"].value = "digits-p4"  # loads it, resets the class list
-    assert c["label"].value == widgets.EVERY and len(c["label"].options) == 11 and c["label"].options[5][0] == "4: c4"
+    assert c["label"].value == controls.EVERY and len(c["label"].options) == 11 and c["label"].options[5][0] == "4: c4"
     c["button"].click()
     assert "3 images" in c["status"].value and c["image"].value[:4] == PNG
 
 
 def test_scrubber_moves_through_the_trajectory():
-    box = widgets.scrubber(tiny(), label=3, steps=3, auto=True)
+    box = controls.scrubber(tiny(), label=3, steps=3, auto=True)
     c = box.controls
     assert c["step"].max == 2 and not c["step"].disabled and c["image"].value[:4] == PNG
     first = c["image"].value
@@ -253,5 +253,15 @@ def test_scrubber_moves_through_the_trajectory():
     assert c["image"].value != first and set(c["state"]["frames"]) == {0, 2}
     c["step"].value = 0
     assert c["image"].value == first  # from the frame cache
-    bad = widgets.scrubber(tiny(null_class=False), steps=2)
+    bad = controls.scrubber(tiny(null_class=False), steps=2)
     assert "null class" in bad.controls["status"].value and bad.controls["step"].disabled
+
+
+def test_old_widget_builder_names_still_work():
+    for name in ("scaling_explorer", "playground", "scrubber", "EVERY"):
+        assert getattr(widgets, name) is getattr(controls, name)
+    from ditlab.widgets import playground
+
+    assert playground is controls.playground
+    with pytest.raises(AttributeError, match="no_such_name"):
+        widgets.no_such_name
