@@ -31,6 +31,20 @@ def _ok(text: str) -> str:
     return f'<span style="color:#060">{html.escape(text)}</span>'
 
 
+def _busy(button, status, progress, work) -> None:
+    """Run `work()` (slow, returns a status line) with the button disabled and the progress area cleared;
+    an exception becomes a red status line instead of a traceback."""
+    button.disabled = True
+    status.value = "sampling ..."
+    progress.outputs = ()
+    try:
+        status.value = _ok(work())
+    except Exception as e:
+        status.value = _error(e)
+    finally:
+        button.disabled = False
+
+
 def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, image=None):
     """Choose S/B/L/XL, patch 2/4/8 and the image size -> params, tokens, Gflops (closed form, instant) over the
     paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
@@ -110,23 +124,17 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
         except Exception as e:
             status.value = _error(e)
 
+    def sample() -> str:
+        t0 = time.perf_counter()
+        with progress:  # the tqdm bar shows here
+            label = None if label_w.value == EVERY else label_w.value
+            fig = widgets.sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
+                                      sampler_w.value, seed_w.value, progress=True, fallback_steps=fallback_steps)
+        image.value = _png(fig)
+        return f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in {time.perf_counter() - t0:.1f} s"
+
     def run(_=None):
-        button.disabled = True
-        status.value = "sampling ..."
-        progress.outputs = ()
-        try:
-            t0 = time.perf_counter()
-            with progress:  # the tqdm bar shows here
-                label = None if label_w.value == EVERY else label_w.value
-                fig = widgets.sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
-                                  sampler_w.value, seed_w.value, progress=True, fallback_steps=fallback_steps)
-            image.value = _png(fig)
-            status.value = _ok(f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in "
-                               f"{time.perf_counter() - t0:.1f} s")
-        except Exception as e:
-            status.value = _error(e)
-        finally:
-            button.disabled = False
+        _busy(button, status, progress, sample)
 
     model_w.observe(on_model, names="value")
     button.on_click(run)
@@ -169,24 +177,19 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
         except Exception as e:
             status.value = _error(e)
 
+    def record() -> str:
+        with progress:
+            traj = widgets.denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
+                                          progress=True)
+        state.update(trajectory=traj, frames={})
+        step_w.max = len(traj) - 1
+        step_w.disabled = False
+        step_w.value = 0
+        show()
+        return f"{len(traj)} steps recorded: move the step slider"
+
     def run(_=None):
-        button.disabled = True
-        status.value = "sampling ..."
-        progress.outputs = ()
-        try:
-            with progress:
-                traj = widgets.denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
-                                      progress=True)
-            state.update(trajectory=traj, frames={})
-            step_w.max = len(traj) - 1
-            step_w.disabled = False
-            step_w.value = 0
-            show()
-            status.value = _ok(f"{len(traj)} steps recorded: move the step slider")
-        except Exception as e:
-            status.value = _error(e)
-        finally:
-            button.disabled = False
+        _busy(button, status, progress, record)
 
     step_w.observe(show, names="value")
     button.on_click(run)
