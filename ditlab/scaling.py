@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .flops import estimate_flops, estimate_params, paper_table
+from .train import read_log, train
 
 FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "cfg_scale", "fd", "accuracy",
           "final_loss", "train_seconds"]
@@ -43,7 +44,6 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     from .data import load_dataset
     from .metrics import evaluate, feature_stats, get_judge
     from .sample import sample
-    from .train import train
 
     if not sizes or not patches:
         raise ValueError("sizes and patches must be non-empty")
@@ -77,7 +77,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
             rows.append(dict(model=name, size=size, patch=p, image_size=image_size, tokens=c.num_tokens,
                              params=estimate_params(c), gflops=estimate_flops(c) / 1e9, steps=steps,
                              cfg_scale=cfg_scale, fd=m["fd"], accuracy=m["accuracy"],
-                             final_loss=_read_log(run_dir)[-1]["loss"], train_seconds=round(seconds, 1)))
+                             final_loss=read_log(run_dir)[-1]["loss"], train_seconds=round(seconds, 1)))
             write_csv(rows, out / "scaling.csv")
     fig = scaling_plot(rows)
     fig.savefig(out / "scaling.png", dpi=120, bbox_inches="tight")
@@ -86,20 +86,15 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     return rows
 
 
-def _read_log(run_dir) -> list[dict]:
-    with open(Path(run_dir) / "log.csv") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def _logged_steps(run_dir) -> int | None:
     """Steps of an earlier run in run_dir with a checkpoint, else None."""
     ok = (Path(run_dir) / "checkpoint.safetensors").exists() and (Path(run_dir) / "log.csv").exists()
-    return int(_read_log(run_dir)[-1]["step"]) if ok else None
+    return int(read_log(run_dir)[-1]["step"]) if ok else None
 
 
 def _train_seconds(run_dir) -> float:
     """Training time of a finished run from its log's timestamps (extrapolated over the first interval)."""
-    log = _read_log(run_dir)
+    log = read_log(run_dir)
     if len(log) < 2:
         return float("nan")
     return (log[-1]["time"] - log[0]["time"]) * log[-1]["step"] / (log[-1]["step"] - log[0]["step"])

@@ -312,6 +312,12 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
     return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes)
 
 
+def read_log(run_dir) -> list[dict]:
+    """A run's log.csv as a list of dicts of floats (step, loss, mse, vb, img_per_s, lr, time), one per logged step."""
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def _trim_log(path: Path, step: int) -> None:
     if not path.exists():
         return

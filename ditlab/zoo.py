@@ -4,7 +4,6 @@
 (the recipe, hardware, time and measured quality). Each checkpoint is an fp16 safetensors file with its
 config in the metadata, plus a JSON card beside it.
 """
-import csv
 import json
 import os
 import statistics
@@ -78,6 +77,7 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     from .flops import estimate_flops, estimate_params
     from .metrics import evaluate, get_judge
     from .sample import sample
+    from .train import read_log
 
     run_dir, out = Path(run_dir), Path(out_dir or checkpoint_dir())
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -91,11 +91,10 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     labels = [c for _ in range(per_class) for c in range(model.config.num_classes)]
     s = sample(model, labels, steps=50, sampler="ddim", cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)
     m = evaluate(judge, s.images, s.labels, real.get_batch(torch.arange(len(real)))[0])
-    with open(run_dir / "log.csv") as f:
-        log = list(csv.DictReader(f))
+    log = read_log(run_dir)
     steps = int(log[-1]["step"])
     # training time from the median throughput of the log's intervals: robust to a run paused in between
-    img_s = statistics.median(float(r["img_per_s"]) for r in log)
+    img_s = statistics.median(r["img_per_s"] for r in log)
     entry = dict(name=name, command=command, data=train_cfg["data"], image_size=size, steps=steps,
                  batch_size=train_cfg["batch_size"], lr=train_cfg["lr"], model=train_cfg["model"], config=mcfg,
                  params=estimate_params(model.config), gflops=estimate_flops(model.config) / 1e9,

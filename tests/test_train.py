@@ -189,8 +189,9 @@ def test_auto_precision_picks_fp16_on_a_t4(monkeypatch):
 
 
 def _log_steps(run_dir):
-    with open(run_dir / "log.csv") as f:
-        return [int(r["step"]) for r in csv.DictReader(f)]
+    from ditlab.train import read_log
+
+    return [int(r["step"]) for r in read_log(run_dir)]
 
 
 def test_log_restarts_with_a_fresh_run_and_resume_drops_rows_past_the_checkpoint(tmp_path, digits):
