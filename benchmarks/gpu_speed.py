@@ -36,9 +36,8 @@ from datetime import datetime, timezone
 import torch
 import torch.nn.functional as F
 
-from ditlab.configs import get_config
-from ditlab.flops import estimate_flops, paper_table
-from ditlab.model import DiT
+from ditlab.eval import estimate_flops, paper_table
+from ditlab.model import DiT, get_config
 
 MODELS = ("DiT-S/2", "DiT-B/2", "DiT-XL/2")
 BATCH_SIZES = {"DiT-S/2": (64, 128, 256), "DiT-B/2": (64, 128, 256), "DiT-XL/2": (64, 128)}
@@ -60,7 +59,7 @@ PRECISION_TEXT = {"fp32": "fp32, TF32 off", "tf32": "fp32 weights, TF32 matmuls"
 
 def paper_gflops() -> dict:
     """Paper Table 4 Gflops of the adaLN-Zero models at 256 px, e.g. {"DiT-XL/2": 118.64, ...}."""
-    return {r["model"]: r["gflops"] for r in paper_table() if r["block"] == "adaLN-Zero" and int(r["image_size"]) == 256}
+    return {r["model"]: r["gflops"] for r in paper_table("adaLN-Zero", 256)}
 
 
 def gflops_for(name: str, config) -> tuple[float, str]:
@@ -290,7 +289,7 @@ def main(argv=None) -> dict:
             torch.manual_seed(0)
             bases["ditlab"] = DiT(config).eval()
             if any(IMPLS[i][0] == "diffusers" for i in args.impls):
-                from ditlab.interop import to_diffusers
+                from ditlab.hub.interop import to_diffusers
 
                 bases["diffusers"] = to_diffusers(bases["ditlab"])
         for impl in args.impls:

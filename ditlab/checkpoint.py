@@ -12,42 +12,21 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .configs import SIZES, DiTConfig, get_config
-from .model import DiT
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors) create 0600 files; make it an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+from .io import save_tensors
+from .model import SIZES, DiT, DiTConfig, get_config
 
 
 def save_model(model: DiT, path: str | os.PathLike, dtype: torch.dtype | None = None, **metadata) -> Path:
     """Weights (optionally cast, e.g. fp16) + config in one safetensors file, written atomically."""
-    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in model.state_dict().items()}
+    sd = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in model.state_dict().items()}
     meta = {"format": "ditlab", "config": json.dumps(model.config.to_dict()),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}}
-    return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    return save_tensors(path, sd, meta)
 
 
 def safe_torch_load(path: str | os.PathLike) -> object:

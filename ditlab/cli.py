@@ -11,18 +11,22 @@ import json
 import sys
 from dataclasses import MISSING, fields
 
+from .checkpoint import load_model
+from .demo import run_demo
+from .eval import flops_table, format_table
+from .io import save_tensors
+from .sampling import sample
+from .studies.scaling import run_scaling, summarize
+from .training import TrainConfig, train
+
 
 def cmd_flops(args) -> None:
-    from .flops import flops_table, format_table
-
     print(format_table(flops_table(method=args.method)))
     print("\nGflops: one forward pass of one image, multiply-add = 1 flop, VAE excluded (paper §4, Table 4).")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--batch-size, --lr, ...); unset flags keep the config's defaults."""
-    from .train import TrainConfig
-
     for f in fields(TrainConfig):
         flag, typ = "--" + f.name.replace("_", "-"), str(f.type)
         default = f.default if f.default is not MISSING else "{}"
@@ -36,24 +40,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_kwargs(args) -> dict:
-    from .train import TrainConfig
-
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
 
 
 def cmd_train(args) -> None:
-    from .train import train
-
     result = train(**_train_kwargs(args))
     print(f"trained to step {result['step']}; EMA weights: {result['out_dir'] / 'ema.safetensors'}")
 
 
 def cmd_sample(args) -> None:
-    from .sample import sample
-
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    from .checkpoint import load_model
-
     model = load_model(args.ckpt, device=args.device or "cpu")
     if labels is None:
         labels = [i for i in range(model.config.num_classes) for _ in range(args.per_class)]
@@ -61,21 +57,15 @@ def cmd_sample(args) -> None:
                  eta=args.eta, guidance_channels=args.guidance_channels, device=args.device)
     path = out.save(args.out, nrow=args.nrow)
     if args.tensors:
-        from safetensors.torch import save_file
-
-        save_file({"images": out.images.contiguous(), "labels": out.labels}, args.tensors)
+        save_tensors(args.tensors, {"images": out.images, "labels": out.labels})
     print(f"wrote {path} ({len(out.labels)} images)")
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
-
     run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps)
 
 
 def cmd_scaling(args) -> None:
-    from .scaling import run_scaling, summarize
-
     kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
               image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
               samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
@@ -97,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="closed form (instant) or fvcore over a real forward pass (slower)")
     f.set_defaults(func=cmd_flops)
 
-    t = sub.add_parser("train", help="train a DiT (see ditlab.train.TrainConfig for every option)")
+    t = sub.add_parser("train", help="train a DiT (see ditlab.training.TrainConfig for every option)")
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 

@@ -11,6 +11,12 @@ from pathlib import Path
 
 import torch
 
+from .data import load_dataset
+from .eval import evaluate, get_judge
+from .sampling import sample
+from .teach.viz_training import loss_curve
+from .training import train
+
 # The recipe: a 0.3M-parameter DiT at patch 2 on the digits resized to 16 px (64 tokens, 0.02 Gflops), so that
 # a laptop CPU can take thousands of steps in minutes; lr above the paper's 1e-4 because the run is short.
 DEMO = dict(model="DiT-Nano/2", data="digits", image_size=16, steps=4000, batch_size=64, lr=2e-3, ema_decay=0.999,
@@ -21,11 +27,6 @@ SAMPLING = dict(steps=50, sampler="ddim", cfg_scale=4.0, per_class=10)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None) -> dict:
-    from .data import load_dataset
-    from .metrics import evaluate, get_judge
-    from .sample import sample
-    from .train import train
-
     out = Path(out_dir)
     recipe = dict(SMOKE if smoke else DEMO, out_dir=str(out))
     if steps is not None:
@@ -50,8 +51,6 @@ def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int 
     metrics = evaluate(judge, samples.images, samples.labels, real.get_batch(torch.arange(len(real)))[0])
 
     print("[4/4] writing the loss curve and metrics ...")
-    from .viz_training import loss_curve
-
     loss_curve(run["log"]).savefig(out / "loss_curve.png", dpi=120, bbox_inches="tight")
     total = time.perf_counter() - t0
     result = dict(accuracy=metrics["accuracy"], fd=metrics["fd"], n_samples=len(labels), train_steps=run["step"],

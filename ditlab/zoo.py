@@ -6,8 +6,18 @@ config in the metadata, plus a JSON card beside it.
 """
 import json
 import os
+import platform
 import statistics
+import time
 from pathlib import Path
+
+import torch
+
+from .checkpoint import load_model, save_model
+from .data import load_dataset
+from .eval import estimate_flops, estimate_params, evaluate, get_judge
+from .sampling import sample
+from .training import read_log
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 DEFAULT = "digits-p4"
@@ -32,8 +42,6 @@ def card(name: str) -> dict:
 
 def load_pretrained(name: str = DEFAULT, device="cpu"):
     """A shipped checkpoint by name, as a float32 DiT in eval mode."""
-    from .checkpoint import load_model
-
     names = list_pretrained()
     if name not in names:
         raise ValueError(f"unknown pretrained checkpoint {name!r}; shipped: {names or 'none found in ' + str(checkpoint_dir())}"
@@ -49,10 +57,6 @@ PLAYGROUND = dict(n=16, steps=25, sampler="ddim", cfg_scale=4.0)
 
 def time_default_request(model, repeats: int = 3) -> float:
     """Best-of-`repeats` seconds for the playground's default request on this machine (CPU, current threads)."""
-    import time
-
-    from .sample import sample
-
     labels = [i % model.config.num_classes for i in range(PLAYGROUND["n"])]
     best = float("inf")
     for r in range(repeats):
@@ -68,17 +72,6 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     """Run folder -> `<out_dir>/<name>.safetensors` (EMA weights, fp16) + `<name>.json` (the model card entry):
     the reproducing command, steps, time, params, Gflops, the judge's conditional accuracy and Fréchet distance
     (50 DDIM steps, the documented CFG scale) and the playground request's time on this machine."""
-    import platform
-
-    import torch
-
-    from .checkpoint import load_model, save_model
-    from .data import load_dataset
-    from .flops import estimate_flops, estimate_params
-    from .metrics import evaluate, get_judge
-    from .sample import sample
-    from .train import read_log
-
     run_dir, out = Path(run_dir), Path(out_dir or checkpoint_dir())
     cfg = json.loads((run_dir / "config.json").read_text())
     train_cfg, mcfg = cfg["train"], cfg["model"]
@@ -116,7 +109,7 @@ def write_model_card(out_dir=None) -> Path:
              "Small class-conditional DiTs (adaLN-Zero, learned Σ, label dropout 0.1) trained with `ditlab train`. "
              "EMA weights in fp16 safetensors with the config in the metadata; load with "
              "`ditlab.load_pretrained(name)`. Quality: 50 DDIM steps at the CFG scale below, judged by a classifier "
-             "trained on the real data of the dataset (`ditlab.metrics.get_judge`): conditional accuracy (share of "
+             "trained on the real data of the dataset (`ditlab.eval.get_judge`): conditional accuracy (share of "
              "samples classified as the requested class) and Fréchet distance in the judge's 128-d features against "
              "the real test set. Playground time: the sampling playground's default request (16 images, 25 DDIM "
              "steps, CFG on) on the machine named, best of 3. Train time: steps × batch ÷ the median images/s in the "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ditlab import build_model
-from ditlab.blocks import BLOCKS
+from ditlab.model import BLOCKS
 
 
 @pytest.mark.parametrize("block", list(BLOCKS))

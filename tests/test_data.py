@@ -1,4 +1,4 @@
-"""Tests for ditlab.data and ditlab.builtin_data (offline, seconds)."""
+"""Tests for ditlab.data and ditlab.data.builtin (offline, seconds)."""
 import io
 import os
 import time
@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ditlab import builtin_data, data
-from ditlab.data import ImageDataset, load_dataset
+from ditlab.data import ImageDataset, builtin, load_dataset
+from ditlab.data import datasets as ditlab_datasets
+from ditlab.io import default_cache_dir, float_to_uint8, uint8_to_float
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MNIST = SHARED / "data" / "mnist.npz"
@@ -69,14 +70,14 @@ def test_digits_are_learnable_by_nearest_neighbour():
 def test_shapes():
     ds = load_dataset("Shapes", split="test", limit=300)
     _check_dataset(ds, 300, 3, 32, 10)
-    assert ds.classes == builtin_data.SHAPE_CLASSES and ds.name == "shapes"
+    assert ds.classes == builtin.SHAPE_CLASSES and ds.name == "shapes"
     rgb = ds.images.float()
     assert (rgb[:, 0] - rgb[:, 1]).abs().mean() > 10  # coloured, not gray
     centre, corner = rgb[:, :, 12:20, 12:20].mean(), rgb[:, :, :3, :3].mean()
     assert centre > corner + 20  # bright shapes on a dark background
 
 
-@pytest.mark.parametrize("make", [builtin_data.make_digits, builtin_data.make_shapes])
+@pytest.mark.parametrize("make", [builtin.make_digits, builtin.make_shapes])
 def test_builtin_deterministic_by_seed(make):
     a, ya = make(120, seed=0)
     b, yb = make(120, seed=0)
@@ -104,7 +105,7 @@ def test_builtin_cache_hit(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("regenerated instead of reading the cache")
 
-    monkeypatch.setattr(builtin_data, "make_digits", boom)
+    monkeypatch.setattr(builtin, "make_digits", boom)
     again = load_dataset("digits", split="test", cache_dir=tmp_path)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
     part = load_dataset("digits", split="test", cache_dir=tmp_path, limit=50)
@@ -162,7 +163,7 @@ def test_zip_cifar_labels_match_class_folders(tmp_path, monkeypatch):
             img = np.asarray(Image.open(io.BytesIO(z.read(members[j]))).convert("RGB"))
             assert np.array_equal(ds.images[i].permute(1, 2, 0).numpy(), img)
             assert ds.classes[ds.labels[i]] == members[j].split("/")[1]
-    monkeypatch.setattr(data, "decode_images", lambda *a: pytest.fail("decoded again instead of using the cache"))
+    monkeypatch.setattr(ditlab_datasets, "decode_images", lambda *a: pytest.fail("decoded again instead of using the cache"))
     again = load_dataset(CIFAR, limit=40, seed=1, cache_dir=tmp_path)
     assert torch.equal(again.images, ds.images) and torch.equal(again.labels, ds.labels)
     gray = load_dataset(CIFAR, limit=40, seed=1, cache_dir=tmp_path, channels=1, image_size=16)
@@ -223,7 +224,7 @@ def test_hub_offline_fails_fast_with_alternatives(monkeypatch):
         assert "mnist.npz" in msg and "cifar10.zip" in msg and "digits" in msg and "shapes" in msg
     # online mode but no connection: the probe answers, `datasets` is never asked (it would retry for ~25 s)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(data, "hub_reachable", lambda: "cannot connect to huggingface.co")
+    monkeypatch.setattr(ditlab_datasets, "hub_reachable", lambda: "cannot connect to huggingface.co")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("should not be called"))
     with pytest.raises(ConnectionError, match="cannot connect"):
         load_dataset("mnist")
@@ -239,7 +240,7 @@ def test_hub_dataset_converted_and_cached(tmp_path, monkeypatch):
         features=features)
     calls = []
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(data, "hub_reachable", lambda: None)
+    monkeypatch.setattr(ditlab_datasets, "hub_reachable", lambda: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda hf_id, split: calls.append((hf_id, split)) or fake)
     ds = load_dataset("cifar-10", cache_dir=tmp_path)
     assert calls == [("uoft-cs/cifar10", "train")]
@@ -284,15 +285,15 @@ def test_dataset_helpers(tmp_path, monkeypatch):
     assert x.shape == (4, 1, 32, 32) and y.dtype == torch.int64
     xb, yb = ds.get_batch([0, 1, 2, 3])
     assert torch.equal(xb, x) and torch.equal(yb, y)
-    assert torch.equal(data.float_to_uint8(data.uint8_to_float(ds.images)), ds.images)  # exact round trip
+    assert torch.equal(float_to_uint8(uint8_to_float(ds.images)), ds.images)  # exact round trip
     other = ImageDataset(ds.images.clone(), ds.labels.clone(), ds.classes)
     assert other.fingerprint == ds.fingerprint
     other.images[0, 0, 0, 0] += 1
     other._fingerprint = None
     assert other.fingerprint != ds.fingerprint
-    assert data.default_cache_dir() == tmp_path / "cache"
+    assert default_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("DITLAB_CACHE")
-    assert data.default_cache_dir() == Path.home() / ".cache" / "ditlab"
-    assert data.default_cache_dir(tmp_path) == tmp_path
+    assert default_cache_dir() == Path.home() / ".cache" / "ditlab"
+    assert default_cache_dir(tmp_path) == tmp_path
     assert "ImageDataset(name='digits'" in repr(ds)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ditlab.diffusion import (GaussianDiffusion, discretized_gaussian_log_likelihood, get_beta_schedule,
-                              normal_kl)
+from ditlab.diffusion import SpacedDiffusion, create_diffusion, space_timesteps
+from ditlab.diffusion.gaussian import (GaussianDiffusion, discretized_gaussian_log_likelihood, get_beta_schedule,
+                                       normal_kl)
 from ditlab.model import DiT
-from ditlab.respace import SpacedDiffusion, create_diffusion, space_timesteps
 
 PMV_KEYS = ("mean", "variance", "log_variance", "pred_xstart")
 

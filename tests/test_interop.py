@@ -9,12 +9,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from ditlab.configs import DiTConfig
-from ditlab.diffusion import get_beta_schedule
-from ditlab.interop import (DIT_BETAS, from_diffusers, is_exact, load_pipeline, make_exact, sample_with_scheduler,
-                            scheduler_from_name, to_diffusers, to_pipeline)
-from ditlab.model import DiT
-from ditlab.respace import create_diffusion, space_timesteps
+from ditlab.diffusion import create_diffusion, get_beta_schedule, sample_with_scheduler, space_timesteps
+from ditlab.hub.interop import (DIT_BETAS, from_diffusers, is_exact, load_pipeline, make_exact, scheduler_from_name,
+                                to_diffusers, to_pipeline)
+from ditlab.model import DiT, DiTConfig
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -212,7 +210,7 @@ def test_scheduler_errors(official_model):
 
 def test_ditlab_sample_dispatches_to_diffusers_schedulers(official_model):
     """ditlab.sample(sampler=<scheduler>) == ditlab.sample(sampler="ddpm"): same steps, noise and Σ."""
-    from ditlab.sample import sample
+    from ditlab.sampling import sample
 
     kw = dict(steps=10, cfg_scale=4.0, guidance_channels=3, seed=3, progress=False, trajectory=True)
     ours = sample(official_model, [1, 2], sampler="ddpm", **kw)
@@ -276,14 +274,14 @@ def test_pipeline_input_errors(imagenet_model):
 # ---- evaluation interop: torchrun sampling into an ADM .npz ---------------------------------------
 def test_sample_ddp_two_processes_write_adm_npz(tmp_path):
     from ditlab.checkpoint import save_model
-    from ditlab.sample import sample
+    from ditlab.sampling import sample
 
     model = randomize(DiT(CONFIGS["rgb-p1"].replace(input_size=8, patch_size=2, class_dropout_prob=0.1)), std=0.05)
     ckpt = save_model(model, tmp_path / "m.safetensors")
     out = tmp_path / "samples.npz"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "ditlab.sample_ddp", "--ckpt", str(ckpt), "--num-samples", "7", "--per-proc-batch-size", "2",
+           "ditlab.hub.sample_ddp", "--ckpt", str(ckpt), "--num-samples", "7", "--per-proc-batch-size", "2",
            "--steps", "3", "--sampler", "ddim", "--cfg-scale", "2", "--out", str(out)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]

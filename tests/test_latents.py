@@ -1,12 +1,12 @@
-"""Tests for ditlab.latents with a small randomly initialised AutoencoderKL (offline, seconds)."""
+"""Tests for ditlab.data.latents with a small randomly initialised AutoencoderKL (offline, seconds)."""
 import time
 
 import pytest
 import torch
 
 from ditlab.data import ImageDataset, load_dataset
-from ditlab.latents import (SD_SCALE_FACTOR, LatentDataset, decode_latents, encode_latents, load_vae,
-                            vae_fingerprint)
+from ditlab.data.latents import (SD_SCALE_FACTOR, LatentDataset, decode_latents, encode_latents, load_vae,
+                                 vae_fingerprint)
 
 
 def tiny_vae(seed=0):

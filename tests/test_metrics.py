@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ditlab import judge as judge_module
-from ditlab import metrics
-from ditlab.data import ImageDataset, load_dataset, uint8_to_float
-from ditlab.metrics import (check_images, conditional_accuracy, evaluate, feature_stats, frechet_distance,
-                            frechet_distance_from_stats, gaussian_stats, get_judge, inception_fid, judge_fd,
-                            load_judge, load_npz_samples, save_npz_samples, train_judge)
+from ditlab.data import ImageDataset, load_dataset
+from ditlab.eval import judge as judge_module
+from ditlab.eval.judge import check_images, get_judge, load_judge, train_judge
+from ditlab.eval.metrics import (conditional_accuracy, evaluate, feature_stats, frechet_distance,
+                                 frechet_distance_from_stats, gaussian_stats, inception_fid, judge_fd, load_npz_samples,
+                                 save_npz_samples)
+from ditlab.io import uint8_to_float
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
 needs_mnist = pytest.mark.skipif(not MNIST.exists(), reason="needs ../shared/data/mnist.npz")
@@ -234,7 +235,7 @@ def test_judge_save_load_roundtrip_and_rgb(tmp_path):
     assert torch.equal(judge.embed(x)[1], loaded.embed(x)[1]) and not loaded.training
     assert (tmp_path / "j.json").exists()
     with pytest.raises(ValueError, match="not a ditlab judge"):
-        from ditlab.data import save_tensors
+        from ditlab.io import save_tensors
         save_tensors(tmp_path / "other.safetensors", {"w": torch.zeros(1)})
         load_judge(tmp_path / "other.safetensors")
 

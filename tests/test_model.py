@@ -3,10 +3,7 @@ import pytest
 import torch
 
 from ditlab import DiT, DiTConfig, config_names, get_config, patchify, sincos_2d, unpatchify
-from ditlab.blocks import BLOCKS, AdaLNZeroBlock
-from ditlab.embed import LabelEmbedder, timestep_embedding
-from ditlab.patchify import PatchEmbed
-from ditlab.posemb import sincos_1d
+from ditlab.model import BLOCKS, AdaLNZeroBlock, LabelEmbedder, PatchEmbed, sincos_1d, timestep_embedding
 
 SMALL = dict(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=4, num_classes=5)
 

@@ -5,11 +5,11 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from ditlab import DiT, DiTConfig, load_model, sincos_2d
 from ditlab.checkpoint import safe_torch_load
-from ditlab.embed import timestep_embedding
+from ditlab.model import timestep_embedding
 
 
 def test_forward_matches_official(official_model, reference):

@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import FIXTURES
 
-from ditlab import pretrained
-from ditlab.configs import DiTConfig, get_config
-from ditlab.model import DiT
-from ditlab.pretrained import (Release, download_released, imagenet_class_index, imagenet_classes, imagenet_labels,
-                               imagenet_names, load_released, load_sd_vae, paper_settings, sample_imagenet)
+from ditlab.data import imagenet
+from ditlab.data.imagenet import imagenet_class_index, imagenet_classes, imagenet_labels, imagenet_names
+from ditlab.hub import pretrained
+from ditlab.hub.pretrained import (Release, download_released, load_released, load_sd_vae, paper_settings,
+                                   sample_imagenet)
+from ditlab.model import DiT, DiTConfig, get_config
 
 TINY = DiTConfig(**json.loads((FIXTURES / "config.json").read_text()))
 RELEASE_FILE = FIXTURES / "DiT-tiny-release.pt"
@@ -39,7 +40,7 @@ def test_imagenet_class_names():
 
 
 def test_imagenet_table_records_its_source():
-    data = json.loads((Path(pretrained.__file__).with_name("imagenet_classes.json")).read_text())
+    data = json.loads((Path(imagenet.__file__).with_name("imagenet_classes.json")).read_text())
     assert "timm" in data["source"] and "WordNet" in data["source"]
     wnids = [w for w, _ in data["classes"]]
     assert wnids == sorted(wnids) and len(set(wnids)) == 1000  # ILSVRC-2012 order = sorted synset ids
@@ -180,7 +181,7 @@ def test_load_sd_vae_offline_message_and_local_folder(monkeypatch, tmp_path):
 
 
 def test_sample_imagenet_decodes_latents_with_the_sd_scale():
-    from ditlab.sample import sample
+    from ditlab.sampling import sample
 
     torch.manual_seed(0)
     model = DiT(TINY.replace(num_classes=1000))
@@ -204,7 +205,7 @@ def test_sample_imagenet_decodes_latents_with_the_sd_scale():
 def test_real_released_checkpoint():
     """With the real DiT-XL/2 256 checkpoint in the cache: parameter count (paper: 675M) and exact diffusers
     conversion on the GPU, plus the stock-diffusers deviation."""
-    from ditlab.interop import to_diffusers
+    from ditlab.hub.interop import to_diffusers
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")

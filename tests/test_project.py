@@ -1,7 +1,7 @@
 """Project packaging stays consistent: environment.yml lists every dependency, README commands are real."""
 import re
-import tomllib
 
+import tomllib
 from conftest import ROOT
 
 

@@ -1,11 +1,12 @@
 """Sampling: reproducible per seed, trajectories, class names, official checkpoints, CLI and bad input."""
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from ditlab import DiT, DiTConfig
 from ditlab.cli import main
-from ditlab.sample import make_grid, parse_labels, sample
+from ditlab.io import make_grid
+from ditlab.sampling import parse_labels, sample
 
 CFG = DiTConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3)
 

@@ -2,7 +2,7 @@
 import pytest
 
 from ditlab.cli import main
-from ditlab.scaling import FIELDS, read_csv, spearman, summarize
+from ditlab.studies.scaling import FIELDS, read_csv, spearman, summarize
 
 
 def test_spearman():
@@ -43,7 +43,7 @@ def test_smoke_study_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_patch_size(tmp_path):
-    from ditlab.scaling import run_scaling
+    from ditlab.studies.scaling import run_scaling
 
     with pytest.raises(ValueError, match="not divisible by patch size 3"):
         run_scaling(patches=(3,), image_size=16, out_dir=str(tmp_path))

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from conftest import ROOT
 from safetensors import safe_open
 
-from ditlab.configs import get_config
-from ditlab.flops import estimate_flops
-from ditlab.model import DiT
+from ditlab.eval import estimate_flops
+from ditlab.model import DiT, get_config
 
 _spec = importlib.util.spec_from_file_location("gpu_speed", ROOT / "benchmarks" / "gpu_speed.py")
 gs = importlib.util.module_from_spec(_spec)
@@ -50,7 +49,7 @@ def randomized(config, seed=0) -> DiT:
 
 
 def bases_for(config):
-    from ditlab.interop import to_diffusers
+    from ditlab.hub.interop import to_diffusers
 
     model = randomized(config)
     return {"ditlab": model, "diffusers": to_diffusers(model)}
@@ -122,7 +121,7 @@ def digits():
 
 
 def _losses_and_scaler(tmp_path, digits, precision, steps=30):
-    from ditlab.train import train
+    from ditlab.training import train
 
     run = train(model="DiT-Mi/4", model_args={"depth": 2, "hidden_size": 64, "num_heads": 2}, dataset=digits,
                 batch_size=16, lr=3e-3, steps=steps, ckpt_every=steps, log_every=1, sample_every=0, progress=False,

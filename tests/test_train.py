@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from safetensors import safe_open
 
-from conftest import ROOT
 from ditlab import load_model
 from ditlab.data import load_dataset
-from ditlab.train import TrainConfig, train
+from ditlab.training import TrainConfig, train
 
 TINY = dict(model="DiT-Mi/8", model_args={"depth": 2, "hidden_size": 32, "num_heads": 2}, data="digits",
             limit=128, batch_size=8, log_every=1, sample_every=0, progress=False, lr=1e-3)
@@ -53,7 +53,7 @@ def test_ema_weights_load_as_a_model_with_class_names(tmp_path, digits):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
-    from ditlab import diffusion
+    from ditlab.diffusion import gaussian as diffusion
 
     real = diffusion.GaussianDiffusion.training_losses
     calls = {"n": 0}
@@ -177,7 +177,7 @@ def test_latent_mode_trains_on_cached_vae_latents(tmp_path, monkeypatch):
 
 
 def test_auto_precision_picks_fp16_on_a_t4(monkeypatch):
-    from ditlab.train import resolve_precision
+    from ditlab.training import resolve_precision
 
     # a T4 (sm 7.5) "supports" bf16 only by emulation: auto must pick fp16 + GradScaler there
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
@@ -189,7 +189,7 @@ def test_auto_precision_picks_fp16_on_a_t4(monkeypatch):
 
 
 def _log_steps(run_dir):
-    from ditlab.train import read_log
+    from ditlab.training import read_log
 
     return [int(r["step"]) for r in read_log(run_dir)]
 

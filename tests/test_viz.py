@@ -1,4 +1,4 @@
-"""ditlab.viz and ditlab.viz_training: every plot returns a Figure (no pyplot state) whose axes hold the data
+"""ditlab.teach.viz and ditlab.teach.viz_training: every plot returns a Figure (no pyplot state) whose axes hold the data
 asked for."""
 import matplotlib
 
@@ -9,11 +9,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ditlab import viz, viz_training  # noqa: E402
-from ditlab.configs import get_config  # noqa: E402
-from ditlab.flops import estimate_flops, paper_table  # noqa: E402
-from ditlab.patchify import patchify  # noqa: E402
-from ditlab.posemb import sincos_2d  # noqa: E402
+from ditlab.eval import estimate_flops, paper_table  # noqa: E402
+from ditlab.model import get_config, patchify, sincos_2d  # noqa: E402
+from ditlab.teach import viz, viz_training  # noqa: E402
 
 
 def _images(ax):
@@ -111,7 +109,7 @@ def test_gflops_vs_patch_lines_match_estimate_and_paper():
         want = [estimate_flops(get_config(f"DiT-{s}/{p}")) / 1e9 for p in (2, 4, 8)]
         np.testing.assert_allclose(ln.get_ydata(), want)
     paper = [ln for ln in lines if not ln.get_label().startswith("DiT-")]
-    reported = {r["model"]: r["gflops"] for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"}
+    reported = {r["model"]: r["gflops"] for r in paper_table("adaLN-Zero", 256)}
     assert len(paper) == 2
     np.testing.assert_allclose(paper[1].get_ydata(), [reported[f"DiT-XL/{p}"] for p in (2, 4, 8)])
     assert len(viz.gflops_vs_patch(paper=False, input_size=16).axes[0].get_lines()) == 4
@@ -166,7 +164,7 @@ def test_loss_curve_lines_and_log_scale():
 
 
 def test_schedule_plot_linear_vs_cosine():
-    from ditlab.respace import create_diffusion
+    from ditlab.diffusion import create_diffusion
 
     lin, cos = create_diffusion(), create_diffusion(noise_schedule="cosine")
     fig = viz_training.schedule_plot({"linear": lin, "cosine": cos})
@@ -190,7 +188,7 @@ def test_schedule_plot_linear_vs_cosine():
 
 
 def test_noising_strip_is_q_sample():
-    from ditlab.respace import create_diffusion
+    from ditlab.diffusion import create_diffusion
 
     d = create_diffusion()
     x0 = torch.rand(2, 1, 8, 8) * 2 - 1
@@ -231,7 +229,7 @@ def test_trajectory_strip_picks_steps_and_rows():
 
 def test_sample_trajectory_feeds_trajectory_strip():
     from ditlab.model import DiT
-    from ditlab.sample import sample
+    from ditlab.sampling import sample
 
     model = DiT(get_config("DiT-Mi/8", depth=1, hidden_size=32, num_heads=2)).eval()
     out = sample(model, [1, 2], steps=3, cfg_scale=1.0, progress=False, trajectory=True)
@@ -251,7 +249,7 @@ def test_image_rows():
 
 
 def test_training_dashboard_loss_and_sample_grid():
-    from ditlab.sample import make_grid
+    from ditlab.io import make_grid
 
     rows = _rows()
     images = torch.rand(6, 1, 8, 8) * 2 - 1
@@ -270,13 +268,3 @@ def test_training_dashboard_loss_and_sample_grid():
     assert _images(rgb.axes[1])[0].shape[-1] == 3
     with pytest.raises(ValueError, match="images"):
         viz_training.training_dashboard(rows, torch.zeros(4, 2, 8, 8))
-
-
-def test_old_viz_names_still_work():
-    for name in viz._TRAINING:
-        assert getattr(viz, name) is getattr(viz_training, name)
-    from ditlab.viz import loss_curve
-
-    assert loss_curve is viz_training.loss_curve
-    with pytest.raises(AttributeError, match="no_such_plot"):
-        viz.no_such_plot

@@ -1,4 +1,4 @@
-"""ditlab.widgets: the logic functions against the paper's numbers and the sampler; ditlab.controls: the
+"""ditlab.teach.explore: the logic functions against the paper's numbers and the sampler; ditlab.teach.widgets: the
 ipywidgets builders driven headless (value changes, button clicks), errors shown in the widget instead of raised."""
 import matplotlib
 
@@ -9,11 +9,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ditlab import controls, widgets  # noqa: E402
 from ditlab.checkpoint import save_model  # noqa: E402
-from ditlab.configs import DiTConfig, get_config  # noqa: E402
-from ditlab.flops import estimate_flops, paper_table  # noqa: E402
-from ditlab.model import DiT  # noqa: E402
+from ditlab.eval import estimate_flops, paper_table  # noqa: E402
+from ditlab.model import DiT, DiTConfig, get_config  # noqa: E402
+from ditlab.teach import explore, widgets  # noqa: E402
 
 PNG = b"\x89PNG"
 CLASSES = [f"c{i}" for i in range(10)]
@@ -36,7 +35,7 @@ def tiny(patch=2, null_class=True, seed=0):
 def _isolated(monkeypatch, tmp_path):
     """No shipped checkpoints unless a test puts some in; an empty model memory cache."""
     monkeypatch.setenv("DITLAB_CHECKPOINTS", str(tmp_path / "no-checkpoints"))
-    monkeypatch.setattr(widgets, "_MODELS", {})
+    monkeypatch.setattr(explore, "_MODELS", {})
 
 
 @pytest.fixture
@@ -57,96 +56,95 @@ def _imgs(ax):
 # ---------------------------------------------------------------- compute
 
 def test_scaling_point_reproduces_table4():
-    rows = [r for r in paper_table() if r["block"] == "adaLN-Zero"]
+    rows = paper_table("adaLN-Zero")
     assert len(rows) == 13
     for r in rows:
         size, p = r["model"][4:].split("/")
-        pt = widgets.scaling_point(size, int(p), int(r["image_size"]))
+        pt = explore.scaling_point(size, int(p), int(r["image_size"]))
         assert abs(pt["gflops"] / r["gflops"] - 1) < 0.005, r["model"]
         assert abs(pt["params"] / 1e6 / r["params_m"] - 1) < 0.015, r["model"]
         assert pt["tokens"] == (int(r["image_size"]) // 8 // int(p)) ** 2
         assert pt["paper_gflops"] == r["gflops"]
-    xl = widgets.scaling_point("XL", 2, 256)
+    xl = explore.scaling_point("XL", 2, 256)
     assert xl["paper_fid"] == 19.47 and xl["tokens"] == 256 and xl["latent_size"] == 32
-    assert widgets.scaling_point("S", 8, 128)["paper_fid"] is None
+    assert explore.scaling_point("S", 8, 128)["paper_fid"] is None
 
 
 @pytest.mark.parametrize("args, match", [(("M", 2, 256), "size"), (("S", 0, 256), "patch"),
                                          (("S", 2, 100), "image_size"), (("S", 8, 32), "image_size")])
 def test_scaling_point_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
-        widgets.scaling_point(*args)
+        explore.scaling_point(*args)
 
 
 def test_scaling_figure_marks_the_chosen_config():
-    fig = widgets.scaling_figure("B", 4, 256)
+    fig = explore.scaling_figure("B", 4, 256)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     left, right = fig.axes
     points = np.concatenate([c.get_offsets() for c in left.collections if len(c.get_offsets())])
-    table = {(r["gflops"], float(r["fid50k_400k"])) for r in paper_table()
-             if r["block"] == "adaLN-Zero" and r["image_size"] == "256"}
+    table = {(r["gflops"], r["fid50k_400k"]) for r in paper_table("adaLN-Zero", 256)}
     assert {tuple(map(float, p)) for p in points} == table  # the paper's 12 points (one ringed), nothing else
     assert [tuple(c.get_offsets()[0]) for c in left.collections if c.get_sizes()[0] > 100] == [(5.56, 68.38)]
     g = estimate_flops(get_config("DiT-B/4")) / 1e9
     assert any(list(line.get_xdata()) == [g, g] for line in left.get_lines())  # the vertical marker
     assert "corr = -0.9" in " ".join(t.get_text() for t in left.get_legend().get_texts())
     assert "DiT-B/4" in " ".join(t.get_text() for t in right.texts)
-    assert isinstance(widgets.fid_vs_gflops("DiT-XL/2"), Figure)
+    assert isinstance(explore.fid_vs_gflops("DiT-XL/2"), Figure)
 
 
 def test_patch_overlay_counts_tokens_at_the_latent_size():
     img = torch.rand(3, 32, 32) * 2 - 1
-    fig = widgets.patch_overlay(img, 4, latent_size=64)
+    fig = explore.patch_overlay(img, 4, latent_size=64)
     (ax,) = fig.axes
     assert ax.get_title() == "p = 4: 16×16 = 256 tokens"
     assert _imgs(ax)[0].shape == (64, 64, 3)
     with pytest.raises(ValueError, match="image"):
-        widgets.patch_overlay(torch.zeros(32, 32), 4)
+        explore.patch_overlay(torch.zeros(32, 32), 4)
 
 
 # ---------------------------------------------------------------- sampling
 
 def test_sample_grid_titles_and_generate():
     model = tiny()
-    fig = widgets.sample_grid(model, None, n=12, steps=3, seed=1, nrow=6)
+    fig = explore.sample_grid(model, None, n=12, steps=3, seed=1, nrow=6)
     assert len(fig.axes) == 12 and [ax.get_title() for ax in fig.axes] == (CLASSES * 2)[:12]
-    out = widgets.generate(model, [3, 3], cfg_scale=2.0, steps=3, seed=1)
+    out = explore.generate(model, [3, 3], cfg_scale=2.0, steps=3, seed=1)
     assert out.images.shape == (2, 1, 8, 8) and out.labels.tolist() == [3, 3]
-    one = widgets.sample_grid(model, "c7", n=2, steps=3)
+    one = explore.sample_grid(model, "c7", n=2, steps=3)
     assert [ax.get_title() for ax in one.axes] == ["c7", "c7"]
     with pytest.raises(ValueError, match="class"):
-        widgets.sample_grid(model, "c11", n=2, steps=3)
+        explore.sample_grid(model, "c11", n=2, steps=3)
 
 
 def test_denoise_frames_end_in_the_sample_and_scrubber_shows_them():
     model = tiny()
-    traj = widgets.denoise_frames(model, 5, steps=4, sampler="ddim", cfg_scale=3.0, seed=2)
+    traj = explore.denoise_frames(model, 5, steps=4, sampler="ddim", cfg_scale=3.0, seed=2)
     assert len(traj) == 4 and traj[0]["t"] == 999 and [s["t"] for s in traj] == sorted((s["t"] for s in traj), reverse=True)
-    final = widgets.generate(model, [5], cfg_scale=3.0, steps=4, sampler="ddim", seed=2).images
+    final = explore.generate(model, [5], cfg_scale=3.0, steps=4, sampler="ddim", seed=2).images
     assert torch.allclose(traj[-1]["pred_x0"].clamp(-1, 1), final, atol=1e-5)  # DDIM's last step returns x̂_0
-    fig = widgets.scrubber_figure(traj, 2)
+    fig = explore.scrubber_figure(traj, 2)
     a, b = (_imgs(ax)[0] for ax in fig.axes)
     np.testing.assert_allclose(a, ((traj[2]["x_t"][0, 0] + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
     np.testing.assert_allclose(b, ((traj[2]["pred_x0"][0, 0] + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
     assert fig.axes[0].get_title() == f"x_t, t = {traj[2]['t']}"
     with pytest.raises(ValueError, match="index"):
-        widgets.scrubber_figure(traj, 4)
+        explore.scrubber_figure(traj, 4)
     with pytest.raises(ValueError, match="trajectory"):
-        widgets.scrubber_figure([], 0)
+        explore.scrubber_figure([], 0)
 
 
 def test_cfg_sweep_rows_share_the_noise():
     model = tiny()
-    fig = widgets.cfg_sweep(model, 2, scales=(1.0, 5.0), n=3, steps=3, seed=4)
+    fig = explore.cfg_sweep(model, 2, scales=(1.0, 5.0), n=3, steps=3, seed=4)
     assert len(fig.axes) == 6 and [fig.axes[i].get_ylabel() for i in (0, 3)] == ["cfg 1", "cfg 5"]
-    plain = widgets.generate(model, [2] * 3, cfg_scale=1.0, steps=3, seed=4).images
+    plain = explore.generate(model, [2] * 3, cfg_scale=1.0, steps=3, seed=4).images
     np.testing.assert_allclose(_imgs(fig.axes[1])[0], ((plain[1, 0] + 1) / 2).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="null class"):
-        widgets.cfg_sweep(tiny(null_class=False), 2, scales=(4.0,), n=1, steps=2)
+        explore.cfg_sweep(tiny(null_class=False), 2, scales=(4.0,), n=1, steps=2)
 
 
 def test_compare_patch_sizes_labels_gflops(shipped):
-    fig = widgets.compare_patch_sizes(shipped, label="c3", n=2, steps=2)
+    fig = explore.compare_patch_sizes(shipped, label="c3", n=2, steps=2)
     labels = [fig.axes[2 * i].get_ylabel() for i in range(3)]
     for name, p, text in zip(shipped, (1, 2, 4), labels):
         g = estimate_flops(tiny(p).config) / 1e9
@@ -156,49 +154,46 @@ def test_compare_patch_sizes_labels_gflops(shipped):
 # ---------------------------------------------------------------- models
 
 def test_get_model_prefers_shipped_checkpoints(shipped):
-    assert widgets.model_names() == shipped
-    m = widgets.get_model("digits-p2")
+    assert explore.model_names() == shipped
+    m = explore.get_model("digits-p2")
     assert m.config.patch_size == 2 and m.name == "digits-p2" and m.card == {"steps": 1}
-    assert widgets.get_model("digits-p2") is m  # kept in memory
+    assert explore.get_model("digits-p2") is m  # kept in memory
     ref = tiny(2, seed=2)
     x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([3, 700]), torch.tensor([1, 2])
     with torch.no_grad():
         assert torch.allclose(m(x, t, y), ref(x, t, y), atol=1e-5)
-    assert widgets.get_model(ref) is ref
+    assert explore.get_model(ref) is ref
 
 
 def test_get_model_trains_and_caches_a_stand_in(monkeypatch, tmp_path, capsys):
-    import importlib
-
-    train_mod = importlib.import_module("ditlab.train")  # the module (ditlab.train is also the function)
     data = tmp_path / "tiny.npz"  # 32 random 16×16 gray images, 10 classes: no dataset generation in this test
     rng = np.random.default_rng(0)
     np.savez(data, x_train=rng.integers(0, 256, (32, 16, 16), dtype=np.uint8), y_train=np.arange(32) % 10)
-    monkeypatch.setitem(widgets.FALLBACK, "model_args", dict(depth=1, hidden_size=16, num_heads=2))
-    monkeypatch.setitem(widgets.FALLBACK, "batch_size", 8)
-    monkeypatch.setitem(widgets.FALLBACK, "data", str(data))
+    monkeypatch.setitem(explore.FALLBACK, "model_args", dict(depth=1, hidden_size=16, num_heads=2))
+    monkeypatch.setitem(explore.FALLBACK, "batch_size", 8)
+    monkeypatch.setitem(explore.FALLBACK, "data", str(data))
     monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "data-cache"))  # the .npz's cached copy goes there
-    assert widgets.model_names() == list(widgets.PATCH_NAMES)
-    m = widgets.get_model("digits-p8", fallback_steps=2, cache_dir=tmp_path, verbose=True)
+    assert explore.model_names() == list(explore.PATCH_NAMES)
+    m = explore.get_model("digits-p8", fallback_steps=2, cache_dir=tmp_path, verbose=True)
     assert "no shipped checkpoint 'digits-p8'" in capsys.readouterr().out
     assert m.config.patch_size == 8 and m.config.hw == (16, 16) and m.card["stand_in"] and len(m.classes) == 10
     assert len(list((tmp_path / "widgets").glob("digits-p8-*/ema.safetensors"))) == 1
     assert not list((tmp_path / "widgets").glob(".*"))  # no temporary run folder left
-    monkeypatch.setattr(widgets, "_MODELS", {})
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained again instead of using the cache"))
-    again = widgets.get_model("digits-p8", fallback_steps=2, cache_dir=tmp_path)
+    monkeypatch.setattr(explore, "_MODELS", {})
+    monkeypatch.setattr(explore, "train", lambda *a, **k: pytest.fail("trained again instead of using the cache"))
+    again = explore.get_model("digits-p8", fallback_steps=2, cache_dir=tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
     for bad, err in (("digits-p3", ValueError), ("imagenet", ValueError), (3, TypeError)):
         with pytest.raises(err):
-            widgets.get_model(bad, fallback_steps=2, cache_dir=tmp_path)
+            explore.get_model(bad, fallback_steps=2, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="fallback_steps"):
-        widgets.get_model("digits-p4", fallback_steps=0)
+        explore.get_model("digits-p4", fallback_steps=0)
 
 
 # ---------------------------------------------------------------- widgets, driven headless
 
 def test_scaling_explorer_updates_and_shows_errors(monkeypatch):
-    box = controls.scaling_explorer("XL", 2, 256, image=torch.zeros(1, 32, 32))
+    box = widgets.scaling_explorer("XL", 2, 256, image=torch.zeros(1, 32, 32))
     c = box.controls
     assert "DiT-XL/2" in c["info"].value and "<b>256</b> tokens" in c["info"].value and "19.5" in c["info"].value
     assert c["plot"].value[:4] == PNG and c["grid"].value[:4] == PNG
@@ -211,22 +206,22 @@ def test_scaling_explorer_updates_and_shows_errors(monkeypatch):
     def boom(*a):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(widgets, "scaling_figure", boom)
+    monkeypatch.setattr(explore, "scaling_figure", boom)
     c["size"].value = "S"  # no exception escapes
     assert "RuntimeError" in c["info"].value and "plot failed" in c["info"].value
 
 
 def test_playground_samples_on_click_and_reports_errors():
     model = tiny()
-    box = controls.playground(model, n=4, steps=2, auto=False)
+    box = widgets.playground(model, n=4, steps=2, auto=False)
     c = box.controls
     assert c["image"].value in (b"", None) or len(c["image"].value) == 0
     assert c["cfg_scale"].continuous_update is False and c["steps"].continuous_update is False
-    assert c["label"].label == "every class" and c["label"].value == controls.EVERY
+    assert c["label"].label == "every class" and c["label"].value == widgets.EVERY
     c["label"].value = 7
     c["button"].click()
     assert c["image"].value[:4] == PNG and "4 images" in c["status"].value and not c["button"].disabled
-    bad = controls.playground(tiny(null_class=False), n=2, steps=2, auto=True)  # cfg 4 needs a null class
+    bad = widgets.playground(tiny(null_class=False), n=2, steps=2, auto=True)  # cfg 4 needs a null class
     assert "ValueError" in bad.controls["status"].value and "null class" in bad.controls["status"].value
     bad.controls["cfg_scale"].value = 1.0
     bad.controls["button"].click()
@@ -234,18 +229,18 @@ def test_playground_samples_on_click_and_reports_errors():
 
 
 def test_playground_switches_between_named_models(shipped):
-    box = controls.playground("digits-p1", n=3, steps=2, auto=False)
+    box = widgets.playground("digits-p1", n=3, steps=2, auto=False)
     c = box.controls
     assert [v for _, v in c["model"].options] == shipped
     c["label"].value = 4
     c["model"].value = "digits-p4"  # loads it, resets the class list
-    assert c["label"].value == controls.EVERY and len(c["label"].options) == 11 and c["label"].options[5][0] == "4: c4"
+    assert c["label"].value == widgets.EVERY and len(c["label"].options) == 11 and c["label"].options[5][0] == "4: c4"
     c["button"].click()
     assert "3 images" in c["status"].value and c["image"].value[:4] == PNG
 
 
 def test_scrubber_moves_through_the_trajectory():
-    box = controls.scrubber(tiny(), label=3, steps=3, auto=True)
+    box = widgets.scrubber(tiny(), label=3, steps=3, auto=True)
     c = box.controls
     assert c["step"].max == 2 and not c["step"].disabled and c["image"].value[:4] == PNG
     first = c["image"].value
@@ -253,15 +248,5 @@ def test_scrubber_moves_through_the_trajectory():
     assert c["image"].value != first and set(c["state"]["frames"]) == {0, 2}
     c["step"].value = 0
     assert c["image"].value == first  # from the frame cache
-    bad = controls.scrubber(tiny(null_class=False), steps=2)
+    bad = widgets.scrubber(tiny(null_class=False), steps=2)
     assert "null class" in bad.controls["status"].value and bad.controls["step"].disabled
-
-
-def test_old_widget_builder_names_still_work():
-    for name in ("scaling_explorer", "playground", "scrubber", "EVERY"):
-        assert getattr(widgets, name) is getattr(controls, name)
-    from ditlab.widgets import playground
-
-    assert playground is controls.playground
-    with pytest.raises(AttributeError, match="no_such_name"):
-        widgets.no_such_name

@@ -1,15 +1,15 @@
 """Sampling class-conditional images from a DiT (paper §3.1): DDPM with learned Σ or DDIM, respaced to
-`steps`, with classifier-free guidance; or any diffusers scheduler (see `ditlab.interop`)."""
-import math
+`steps`, with classifier-free guidance; or any diffusers scheduler (see `ditlab.hub.interop`)."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from einops import rearrange
 
-from .checkpoint import atomic_write, load_model
+from .checkpoint import load_model
+from .data.imagenet import imagenet_names
+from .diffusion import create_diffusion, sample_with_scheduler
+from .io import save_grid
 from .model import DiT
-from .respace import create_diffusion
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -23,26 +23,6 @@ class Samples:
 
     def save(self, path, nrow: int | None = None) -> Path:
         return save_grid(self.images, path, nrow=nrow)
-
-
-def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> uint8 (H', W', C) image grid, `nrow` images per row."""
-    n, c = images.shape[:2]
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    x = torch.cat([x, torch.zeros(rows * nrow - n, *x.shape[1:], dtype=torch.uint8)])
-    x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    return rearrange(x, "(r k) c h w -> (r h) (k w) c", k=nrow)
-
-
-def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
-    """Write an image grid PNG atomically."""
-    from PIL import Image
-
-    grid = make_grid(images, nrow).numpy()
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def parse_labels(labels, num_classes: int, classes: list | None = None) -> torch.Tensor:
@@ -76,8 +56,6 @@ def _classes_of(model: DiT) -> list[str] | None:
     """Class names stored with the model; ImageNet's for 1000-class models (the released DiTs)."""
     names = getattr(model, "classes", None)
     if names is None and model.config.num_classes == 1000:
-        from .pretrained import imagenet_names
-
         names = imagenet_names()
     return names
 
@@ -122,8 +100,6 @@ def sample(model, labels, *, steps: int = 50, sampler="ddim", cfg_scale: float =
     traj = []
     with torch.no_grad():
         if is_scheduler:
-            from .interop import sample_with_scheduler
-
             x, traj = sample_with_scheduler(model, sampler, z[:n], y[:n], steps, cfg_scale=cfg_scale,
                                             guidance_channels=guidance_channels, generator=gen, progress=progress,
                                             trajectory=trajectory)

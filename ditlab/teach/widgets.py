@@ -1,5 +1,5 @@
-"""The ipywidgets controls of notebooks 06/07: they only wire `ditlab.widgets`' plain functions to sliders
-and buttons.
+"""The ipywidgets of the scaling explorer and the sampling playground: they only wire `ditlab.teach.explore`'s
+plain functions to sliders and buttons.
 
 `scaling_explorer`, `playground` and `scrubber` use only controls that exist in ipywidgets 7.7 (Colab) and 8
 (JupyterLab 4); figures are rendered to PNG into an `Image` widget, errors show as a red line in an `HTML`
@@ -10,11 +10,12 @@ import html
 import io
 import time
 
+import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
 
-from . import widgets
-from .configs import PAPER_SIZES
+from ..model import PAPER_SIZES
+from . import explore
 
 
 def _png(fig: Figure, dpi: int = 80) -> bytes:
@@ -48,24 +49,22 @@ def _busy(button, status, progress, work) -> None:
 def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, image=None):
     """Choose S/B/L/XL, patch 2/4/8 and the image size -> params, tokens, Gflops (closed form, instant) over the
     paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
     size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
     patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p")
     image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
     info, plot, grid = W.HTML(), W.Image(format="png"), W.Image(format="png")
-    image = widgets.example_image() if image is None else image
+    image = explore.example_image() if image is None else image
 
     def update(_=None):
         try:
-            pt = widgets.scaling_point(size_w.value, patch_w.value, image_w.value)
+            pt = explore.scaling_point(size_w.value, patch_w.value, image_w.value)
             paper = (f", paper: {pt['paper_gflops']:.2f} Gflops, FID-50K {pt['paper_fid']:.1f}"
                      if pt["paper_fid"] else ", not in the paper's Table 4")
             info.value = (f"<b>{pt['model']}</b> at {pt['image_size']} px → latent {pt['latent_size']}×"
                           f"{pt['latent_size']}×4: <b>{pt['tokens']}</b> tokens, <b>{pt['params'] / 1e6:.1f} M</b> "
                           f"parameters, <b>{pt['gflops']:.2f}</b> Gflops{paper}")
-            plot.value = _png(widgets.scaling_figure(size_w.value, patch_w.value, image_w.value))
-            grid.value = _png(widgets.patch_overlay(image, patch_w.value, pt["latent_size"]))
+            plot.value = _png(explore.scaling_figure(size_w.value, patch_w.value, image_w.value))
+            grid.value = _png(explore.patch_overlay(image, patch_w.value, pt["latent_size"]))
         except Exception as e:  # shown in the widget, not as a traceback
             info.value = _error(e)
 
@@ -78,19 +77,19 @@ def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, im
 
 
 def _class_options(model) -> list:
-    return [(c if c == str(i) else f"{i}: {c}", i) for i, c in enumerate(widgets._class_names(model))]
+    return [(c if c == str(i) else f"{i}: {c}", i) for i, c in enumerate(explore._class_names(model))]
 
 
 def _model_options(model) -> list:
-    names = [(n, n) for n in widgets.model_names()]
+    names = [(n, n) for n in explore.model_names()]
     if isinstance(model, torch.nn.Module):
         return [("my model", model)] + names
     return names if (model, model) in names else [(model, model)] + names
 
 
 def _default_model() -> str:
-    names = widgets.model_names()
-    return widgets.DEFAULT_MODEL if widgets.DEFAULT_MODEL in names else names[0]
+    names = explore.model_names()
+    return explore.DEFAULT_MODEL if explore.DEFAULT_MODEL in names else names[0]
 
 
 EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None value as "no selection")
@@ -99,12 +98,10 @@ EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None
 def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str = "ddim",
                seed: int = 0, fallback_steps: int | None = None, auto: bool = True):
     """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
-    `model`: a name from `widgets.model_names()` or a DiT. Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
+    `model`: a name from `explore.model_names()` or a DiT. Returns a VBox; `box.controls` holds its widgets."""
     model = _default_model() if model is None else model
     model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
-    m = widgets.get_model(model, fallback_steps=fallback_steps)
+    m = explore.get_model(model, fallback_steps=fallback_steps)
     label_w = W.Dropdown(options=[("every class", EVERY)] + _class_options(m), value=EVERY, description="class")
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
@@ -118,7 +115,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     def on_model(_=None):
         try:
             with progress:
-                mm = widgets.get_model(model_w.value, fallback_steps=fallback_steps)
+                mm = explore.get_model(model_w.value, fallback_steps=fallback_steps)
             label_w.options = [("every class", EVERY)] + _class_options(mm)
             label_w.value = EVERY
         except Exception as e:
@@ -128,7 +125,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
         t0 = time.perf_counter()
         with progress:  # the tqdm bar shows here
             label = None if label_w.value == EVERY else label_w.value
-            fig = widgets.sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
+            fig = explore.sample_grid(model_w.value, label, n_w.value, cfg_w.value, steps_w.value,
                                       sampler_w.value, seed_w.value, progress=True, fallback_steps=fallback_steps)
         image.value = _png(fig)
         return f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in {time.perf_counter() - t0:.1f} s"
@@ -151,11 +148,9 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
              fallback_steps: int | None = None, auto: bool = True):
     """A denoising scrubber: "Sample" records one trajectory, the step slider shows x_t and the predicted x̂_0
     at each step (frames are cached, so scrubbing is instant). Returns a VBox; `box.controls` holds its widgets."""
-    import ipywidgets as W
-
     model = _default_model() if model is None else model
-    m = widgets.get_model(model, fallback_steps=fallback_steps)
-    label_w = W.Dropdown(options=_class_options(m), value=int(widgets._labels(m, label, 1)[0]), description="class")
+    m = explore.get_model(model, fallback_steps=fallback_steps)
+    label_w = W.Dropdown(options=_class_options(m), value=int(explore._labels(m, label, 1)[0]), description="class")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
     sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
@@ -172,14 +167,14 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
         try:
             i = min(step_w.value, len(traj) - 1)
             if i not in state["frames"]:
-                state["frames"][i] = _png(widgets.scrubber_figure(traj, i))
+                state["frames"][i] = _png(explore.scrubber_figure(traj, i))
             image.value = state["frames"][i]
         except Exception as e:
             status.value = _error(e)
 
     def record() -> str:
         with progress:
-            traj = widgets.denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
+            traj = explore.denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
                                           progress=True)
         state.update(trajectory=traj, frames={})
         step_w.max = len(traj) - 1

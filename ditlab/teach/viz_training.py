@@ -1,7 +1,7 @@
 """Plots of the diffusion process and of training: noise schedules, the forward noising, sampling
 trajectories, loss curves and the live training dashboard (paper §3.1, §4).
 
-Like `ditlab.viz`, every function returns a `matplotlib.figure.Figure` built without pyplot; the shared
+Like `ditlab.teach.viz`, every function returns a `matplotlib.figure.Figure` built without pyplot; the shared
 drawing helpers come from there.
 """
 import math
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..io import make_grid
 from .viz import _figure, _image_table, _numpy, _off
-
 
 LOSS_LABELS = {"loss": "loss = L_simple + L_vlb", "mse": "mse = L_simple (ε)", "vb": "vb = L_vlb (Σ)"}
 
@@ -148,8 +148,6 @@ def training_dashboard(log_rows, images=None, step: int | None = None, total_ste
                        nrow: int | None = None, title: str | None = None) -> Figure:
     """Left: the loss curve so far; right: the latest EMA sample grid (N, C, H, W) in [-1, 1] (or a
     placeholder). Redraw it from `train(..., callback=...)` to watch a run live (notebook 05)."""
-    from .sample import make_grid
-
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_img = fig.subplots(1, 2, width_ratios=[1.3, 1])
     if log_rows:

@@ -5,8 +5,6 @@ the Stable Diffusion VAE that decodes DiT's latents.
     vae = load_sd_vae("ema")                            # stabilityai/sd-vae-ft-ema from the Hugging Face Hub
     out = sample_imagenet(model, vae, ["golden retriever", "volcano"], purpose="picture", seed=0)
 """
-import difflib
-import functools
 import hashlib
 import json
 import os
@@ -21,9 +19,12 @@ from urllib.parse import urlparse
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, load_model, load_state_dict_checked, safe_torch_load
-from .configs import DiTConfig, get_config
-from .model import DiT
+from ..checkpoint import load_model, load_state_dict_checked, safe_torch_load
+from ..data.imagenet import imagenet_labels
+from ..data.latents import load_vae
+from ..io import atomic_write, default_cache_dir
+from ..model import DiT, DiTConfig, get_config
+from ..sampling import sample
 
 BASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/"
 SD_VAES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
@@ -46,8 +47,6 @@ RELEASED = {  # DiT-XL/2 trained 7M steps on ImageNet (paper Table 2/3): latents
 # ---- released checkpoints ------------------------------------------------------------------------------
 def release_cache_dir(cache_dir=None) -> Path:
     """`cache_dir` itself, else $DITLAB_CACHE/pretrained, else ~/.cache/ditlab/pretrained."""
-    from .data import default_cache_dir
-
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "pretrained"
 
 
@@ -163,66 +162,6 @@ def load_released(name_or_path: str | os.PathLike, cache_dir=None, device="cpu")
     return load_model(path, config=rel.config if rel else None, device=device)
 
 
-# ---- ImageNet classes ------------------------------------------------------------------------------------
-@functools.cache
-def _imagenet_table() -> tuple:
-    data = json.loads(Path(__file__).with_name("imagenet_classes.json").read_text())
-    return tuple((wnid, tuple(n.strip() for n in names.split(","))) for wnid, names in data["classes"])
-
-
-def _norm(name: str) -> str:
-    return " ".join(name.replace("_", " ").lower().split())
-
-
-@functools.cache
-def _name_index() -> dict:
-    index = {}
-    for i, (wnid, names) in enumerate(_imagenet_table()):
-        index.setdefault(wnid, []).append(i)
-        for n in names:
-            if i not in index.setdefault(_norm(n), []):
-                index[_norm(n)].append(i)
-    return index
-
-
-def imagenet_names() -> list[list[str]]:
-    """All names (WordNet synonyms) of the 1000 ImageNet classes, by class index."""
-    return [list(names) for _, names in _imagenet_table()]
-
-
-def imagenet_classes() -> list[str]:
-    """The first name of each ImageNet class: imagenet_classes()[207] == "golden retriever"."""
-    return [names[0] for _, names in _imagenet_table()]
-
-
-def imagenet_class_index(name) -> int:
-    """Class index from a name or synonym (case-insensitive), a WordNet id ("n02099601") or an int."""
-    if isinstance(name, int) and not isinstance(name, bool):
-        if not 0 <= name < 1000:
-            raise ValueError(f"ImageNet class index must be in [0, 999], got {name}")
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"class must be a name (str) or an index (int), got {type(name).__name__}")
-    if name.strip().isdigit():
-        return imagenet_class_index(int(name))
-    hits = _name_index().get(_norm(name))
-    if not hits:
-        close = difflib.get_close_matches(_norm(name), list(_name_index()), n=5)
-        raise ValueError(f"unknown ImageNet class {name!r}; close names: {close}")
-    if len(hits) > 1:
-        table = _imagenet_table()
-        opts = "; ".join(f"{i} = {table[i][0]} ({', '.join(table[i][1])})" for i in hits)
-        raise ValueError(f"ImageNet class name {name!r} is ambiguous: {opts}. Pass the index or the WordNet id")
-    return hits[0]
-
-
-def imagenet_labels(names) -> list[int]:
-    """`imagenet_class_index` for each of `names` (a single name is allowed)."""
-    if isinstance(names, (str, int)):
-        names = [names]
-    return [imagenet_class_index(n) for n in names]
-
-
 # ---- paper settings, VAE, sampling ---------------------------------------------------------------------
 def paper_settings(purpose: str = "picture") -> dict:
     """Sampling settings of the paper, as keyword arguments of `ditlab.sample`: 250 DDPM steps with the
@@ -238,8 +177,6 @@ def load_sd_vae(kind: str = "ema", device="cpu", dtype=torch.float32):
     """The Stable Diffusion VAE (AutoencoderKL) DiT decodes with: "ema" (stabilityai/sd-vae-ft-ema, the
     official default), "mse" (stabilityai/sd-vae-ft-mse) or a local diffusers folder. Fails fast offline
     with what to download."""
-    from .latents import load_vae
-
     if not isinstance(kind, (str, os.PathLike)):
         raise TypeError(f"kind must be 'ema', 'mse' or a folder path, got {type(kind).__name__}")
     if kind in SD_VAES:
@@ -260,9 +197,7 @@ def sample_imagenet(model, vae, class_names, *, purpose: str = "picture", seed: 
                     progress: bool = False, **overrides):
     """Sample one image per class name (see `imagenet_class_index`) with the paper's settings for `purpose`
     (overridable: steps=, sampler=, cfg_scale=, guidance_channels=); latents are decoded by `vae` as
-    vae.decode(z / 0.18215). Returns `ditlab.sample.Samples` (images (N, 3, 8h, 8w) in [-1, 1])."""
-    from .sample import sample
-
+    vae.decode(z / 0.18215). Returns `ditlab.sampling.Samples` (images (N, 3, 8h, 8w) in [-1, 1])."""
     if model.config.num_classes != 1000:
         raise ValueError("sample_imagenet needs a 1000-class ImageNet model, "
                          f"got num_classes={model.config.num_classes}")

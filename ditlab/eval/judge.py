@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write
-from .data import default_cache_dir, load_dataset, load_tensors, save_tensors, uint8_to_float
+from ..data import load_dataset
+from ..io import atomic_write, default_cache_dir, load_tensors, save_tensors, uint8_to_float
 
 JUDGE_VERSION = 1  # bump when the architecture or the recipe changes (invalidates cached judges)
 
@@ -92,7 +93,7 @@ def check_images(judge, images, name="images"):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array (N, C, H, W), got {type(images).__name__}")
     if not images.is_floating_point():
         raise ValueError(f"{name} must be float in [-1, 1], got dtype {images.dtype}"
-                         " (convert uint8 pixels with ditlab.data.uint8_to_float)")
+                         " (convert uint8 pixels with ditlab.io.uint8_to_float)")
     want = (judge.channels, *judge.hw)
     if images.ndim != 4 or tuple(images.shape[1:]) != want or len(images) == 0:
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, want))}) with N >= 1 for this judge "
@@ -100,7 +101,7 @@ def check_images(judge, images, name="images"):
     lo, hi = images.min().item(), images.max().item()
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -2 or hi > 2:
         raise ValueError(f"{name} must be float in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                         " (pixels in [0, 255]? use ditlab.data.uint8_to_float)")
+                         " (pixels in [0, 255]? use ditlab.io.uint8_to_float)")
     return images.float().clamp(-1, 1)  # like saving an image would
 
 
@@ -120,8 +121,6 @@ def check_labels(judge, labels, n):
 
 def train_judge(dataset, steps=400, batch_size=128, lr=3e-3, width=32, seed=0, device=None, progress=True):
     """Train a Judge on an ImageDataset (uint8 `.images`, `.labels`, `.classes`): AdamW, one-cycle lr."""
-    from tqdm.auto import tqdm
-
     n = len(dataset.images)
     if n < 2:
         raise ValueError(f"dataset must hold at least 2 images, got {n}")

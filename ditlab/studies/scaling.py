@@ -11,9 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from .flops import estimate_flops, estimate_params, paper_table
-from .train import read_log, train
+from ..data import load_dataset
+from ..eval import draw_fig8, estimate_flops, estimate_params, evaluate, feature_stats, get_judge
+from ..io import atomic_write
+from ..sampling import sample
+from ..training import read_log, train
 
 FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "cfg_scale", "fd", "accuracy",
           "final_loss", "train_seconds"]
@@ -41,10 +45,6 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     cfg_scale=1 (no guidance) is the protocol of the paper's Table 4 / Fig. 8 FIDs: guidance trades diversity for
     fidelity and, at scale 4, hides the differences between models. reuse: a run folder that already holds a
     checkpoint of at most `steps` steps is resumed (or, if finished, only re-judged) instead of retrained."""
-    from .data import load_dataset
-    from .metrics import evaluate, feature_stats, get_judge
-    from .sample import sample
-
     if not sizes or not patches:
         raise ValueError("sizes and patches must be non-empty")
     for p in patches:
@@ -101,8 +101,6 @@ def _train_seconds(run_dir) -> float:
 
 
 def write_csv(rows: list[dict], path) -> None:
-    from .checkpoint import atomic_write
-
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -139,8 +137,6 @@ def summarize(rows: list[dict]) -> dict:
 def scaling_plot(rows: list[dict]):
     """Left: our FD against Gflops (one line per size, patch annotated). Right: the paper's FID-50K against
     Gflops (Table 4 / Fig. 8)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(10, 4))
     ax, ax2 = fig.subplots(1, 2)
     by_size = {}
@@ -159,11 +155,6 @@ def scaling_plot(rows: list[dict]):
     ax.set(xscale="log", yscale="log", xlabel="Gflops (forward, one image)",
            ylabel="Fréchet distance (judge features, log)", title=title)
     ax.legend()
-    paper = [r for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"]
-    for size in ("S", "B", "L", "XL"):
-        rs = sorted([r for r in paper if r["model"].startswith(f"DiT-{size}/")], key=lambda r: r["gflops"])
-        ax2.plot([r["gflops"] for r in rs], [float(r["fid50k_400k"]) for r in rs], "o-", label=f"DiT-{size}")
-    ax2.set(xscale="log", xlabel="Gflops", ylabel="FID-50K (400K steps)", title="paper, Table 4 (ImageNet 256)")
-    ax2.legend()
+    draw_fig8(ax2, fit=False)
     fig.tight_layout()
     return fig

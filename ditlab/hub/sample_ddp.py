@@ -1,9 +1,9 @@
 """Sample many images across processes into one ADM-style `.npz` (the input of the standard FID suite of
 Dhariwal & Nichol's guided-diffusion `evaluations/evaluator.py`, which the paper's FID-50K numbers use).
 
-    torchrun --nproc_per_node 8 -m ditlab.sample_ddp --ckpt DiT-XL-2-256x256 --num-samples 50000 \
+    torchrun --nproc_per_node 8 -m ditlab.hub.sample_ddp --ckpt DiT-XL-2-256x256 --num-samples 50000 \
         --out samples.npz                     # the paper's FID setting: 250 DDPM steps, cfg 1.5
-    python -m ditlab.sample_ddp --ckpt runs/demo --num-samples 1000 --steps 50 --sampler ddim --out s.npz
+    python -m ditlab.hub.sample_ddp --ckpt runs/demo --num-samples 1000 --steps 50 --sampler ddim --out s.npz
 
 Each rank samples its share (random labels; batch b of rank r uses seed `seed + b*world + r`, so ranks
 never repeat each other), writes it to a shard, and rank 0 joins the shards into `--out` atomically:
@@ -20,11 +20,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write
+from ..io import atomic_write, float_to_uint8
+from ..sampling import sample
+from .pretrained import RELEASED, load_released, load_sd_vae
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ditlab.sample_ddp", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ditlab.hub.sample_ddp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="released name (DiT-XL-2-256x256), ditlab run/file or official .pt")
     p.add_argument("--num-samples", type=int, default=50_000)
@@ -52,8 +54,6 @@ def _check(args) -> None:
 
 
 def _load(args, device):
-    from .pretrained import RELEASED, load_released, load_sd_vae
-
     model = load_released(args.ckpt, cache_dir=args.cache_dir, device=device) if args.ckpt in RELEASED \
         else load_released(Path(args.ckpt), device=device)
     C = model.config.in_channels
@@ -68,7 +68,7 @@ def _load(args, device):
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, 3); grayscale is repeated to RGB."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = float_to_uint8(images)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return x.permute(0, 2, 3, 1).cpu().numpy()
@@ -92,8 +92,6 @@ def main(argv=None) -> Path:
     if world > 1:
         dist.init_process_group(backend)
     try:
-        from .sample import sample
-
         model, vae, guidance = _load(args, device)
         n = args.num_samples // world + (rank < args.num_samples % world)  # this rank's share
         images, labels = [], []
@@ -132,4 +130,4 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except (ValueError, FileNotFoundError, ConnectionError) as e:
-        sys.exit(f"ditlab.sample_ddp: error: {e}")
+        sys.exit(f"ditlab.hub.sample_ddp: error: {e}")

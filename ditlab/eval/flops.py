@@ -1,17 +1,14 @@
 """Gflops in the paper's convention (§4, Table 4): one forward pass of one image, a multiply-add counts as
 one flop, the VAE excluded. Two ways: `count_flops` traces a real forward pass with fvcore, and
 `estimate_flops` is the closed form from a config alone (instant, for widgets)."""
-import csv
-from pathlib import Path
-
 import torch
 
-from .configs import DiTConfig, get_config
+from ..model import DiT, DiTConfig, get_config
 
 
 def _sdpa_flop(inputs, outputs) -> int:
     """fvcore handle for aten::scaled_dot_product_attention: Q·Kᵀ and A·V, each N·H·T·S·d multiply-adds."""
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import get_shape  # heavy optional dependency (the [flops] extra)
 
     q, k = get_shape(inputs[0]), get_shape(inputs[1])
     *batch, t, d = q
@@ -27,9 +24,7 @@ def count_flops(model_or_config, batch_size: int = 1) -> int:
 
     fvcore knows linear/conv/matmul/layer_norm but skips `aten::scaled_dot_product_attention`; without the
     handle above, DiT-XL/2 would count 114.5 instead of 118.6 Gflops."""
-    from fvcore.nn import FlopCountAnalysis
-
-    from .model import DiT
+    from fvcore.nn import FlopCountAnalysis  # heavy optional dependency (the [flops] extra)
 
     model = model_or_config if isinstance(model_or_config, torch.nn.Module) else DiT(_config(model_or_config))
     c = model.config
@@ -68,8 +63,6 @@ def estimate_flops(config) -> int:
 
 def count_params(model_or_config) -> int:
     """Trainable parameters (the fixed sin-cos table is a buffer, not counted)."""
-    from .model import DiT
-
     if isinstance(model_or_config, torch.nn.Module):
         return sum(p.numel() for p in model_or_config.parameters() if p.requires_grad)
     with torch.device("meta"):
@@ -94,39 +87,3 @@ def estimate_params(config) -> int:
 
 def _config(config) -> DiTConfig:
     return config if isinstance(config, DiTConfig) else get_config(config)
-
-
-def paper_table(path: str | Path | None = None) -> list[dict]:
-    """Rows of the paper's Table 4 (`fixtures/paper_table4.csv` format) with the config each row describes."""
-    if path is None:
-        path = Path(__file__).resolve().parent / "paper_table4.csv"
-    with open(path) as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    for r in rows:
-        r["config"] = get_config(r["model"], block=r["block"], input_size=int(r["image_size"]) // 8)
-        r["gflops"], r["params_m"] = float(r["gflops"]), float(r["params_m"])
-    return rows
-
-
-def flops_table(method: str = "estimate", path=None) -> list[dict]:
-    """Our Gflops and params next to the paper's for every Table 4 row (`method`: "estimate" or "fvcore")."""
-    if method not in ("estimate", "fvcore"):
-        raise ValueError(f"method must be 'estimate' or 'fvcore', got {method!r}")
-    out = []
-    for r in paper_table(path):
-        c = r["config"]
-        flops = estimate_flops(c) if method == "estimate" else count_flops(c)
-        out.append(dict(model=r["model"], block=c.block, image_size=c.hw[0] * 8, tokens=c.num_tokens,
-                        params_m=estimate_params(c) / 1e6, gflops=flops / 1e9,
-                        paper_gflops=r["gflops"], paper_params_m=r["params_m"]))
-    return out
-
-
-def format_table(rows: list[dict]) -> str:
-    head = f"{'config':<10} {'block':<16} {'image':>5} {'tokens':>6} {'params(M)':>9} {'Gflops':>8} {'paper':>8} {'diff':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        diff = 100 * (r["gflops"] / r["paper_gflops"] - 1) if r.get("paper_gflops") else float("nan")
-        lines.append(f"{r['model']:<10} {r['block']:<16} {r['image_size']:>5} {r['tokens']:>6} {r['params_m']:>9.1f} "
-                     f"{r['gflops']:>8.2f} {r.get('paper_gflops', float('nan')):>8.2f} {diff:>+6.2f}%")
-    return "\n".join(lines)

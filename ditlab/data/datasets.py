@@ -8,17 +8,16 @@ Slow things (generating, decoding JPEGs, Hub downloads) are done once and cached
 import hashlib
 import json
 import os
-import socket
 import zipfile
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from . import builtin_data
+from ..io import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
+from . import builtin
 from .files import decode_images, image_files, read_npz, to_nchw
 
 HF_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
@@ -84,39 +83,6 @@ class ImageDataset(Dataset):
                 f"image_size={self.image_size}, num_classes={self.num_classes})")
 
 
-def uint8_to_float(x):
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return x.float() / 127.5 - 1.0
-
-
-def float_to_uint8(x):
-    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def default_cache_dir(cache_dir=None):
-    """`cache_dir`, else $DITLAB_CACHE, else ~/.cache/ditlab."""
-    return Path(cache_dir or os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser()
-
-
-def save_tensors(path, tensors, metadata=None):
-    """Atomically write a .safetensors file (temp file + os.replace)."""
-    from safetensors.torch import save_file
-
-    from .checkpoint import atomic_write
-
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def load_tensors(path):
-    """Read a .safetensors file -> (dict of tensors, metadata dict)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-
-
 def _save_arrays(path, images, labels, classes):
     save_tensors(path, {"images": images, "labels": labels}, {"classes": json.dumps(list(classes))})
 
@@ -124,22 +90,6 @@ def _save_arrays(path, images, labels, classes):
 def _load_arrays(path):
     t, meta = load_tensors(path)
     return t["images"], t["labels"], json.loads(meta["classes"])
-
-
-def hub_reachable(timeout=3.0):
-    """None if the Hugging Face Hub may be reached, else a short reason (offline mode or no connection)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}:
-        return "offline mode is on (HF_HUB_OFFLINE=1)"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy: let the real request decide
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return None
-    except OSError as e:
-        return f"cannot connect to {host} ({e})"
 
 
 def _subset(n, limit, seed):
@@ -168,17 +118,17 @@ def _loadimage_files(path, split, limit, seed, image_size, cache_dir):
 
 
 def _load_builtin(name, split, limit, seed, image_size, cache_dir):
-    n = builtin_data.DEFAULT_SIZES.get(split)
+    n = builtin.DEFAULT_SIZES.get(split)
     if n is None:
-        raise ValueError(f"split must be one of {list(builtin_data.DEFAULT_SIZES)} for {name!r}, got {split!r}")
-    size = image_size if isinstance(image_size, int) else builtin_data.DEFAULT_IMAGE_SIZE
-    classes = builtin_data.BUILTINS[name][1]
+        raise ValueError(f"split must be one of {list(builtin.DEFAULT_SIZES)} for {name!r}, got {split!r}")
+    size = image_size if isinstance(image_size, int) else builtin.DEFAULT_IMAGE_SIZE
+    classes = builtin.BUILTINS[name][1]
     cache = (default_cache_dir(cache_dir) / "builtin"
-             / f"{builtin_data.recipe_id(name)}-{split}-seed{seed}-{size}px-n{n}.safetensors")
+             / f"{builtin.recipe_id(name)}-{split}-seed{seed}-{size}px-n{n}.safetensors")
     if cache.exists():
         images, labels, _ = _load_arrays(cache)
         return images[:limit], labels[:limit], classes  # samples come in seeded chunks: a prefix is a valid subset
-    make = getattr(builtin_data, f"make_{name}")
+    make = getattr(builtin, f"make_{name}")
     if limit is not None and limit < n:
         images, labels = make(limit, seed=seed, split=split, image_size=size)
         return images, labels, classes
@@ -192,8 +142,8 @@ def _load_hf(name, split, cache_dir):
     cache = default_cache_dir(cache_dir) / "hub" / f"{hf_id.replace('/', '--')}-{split}.safetensors"
     if cache.exists():
         return _load_arrays(cache)
-    import datasets
-    from huggingface_hub import constants
+    import datasets  # heavy optional dependency (the [hf] extra)
+    from huggingface_hub import constants  # comes with datasets
 
     # fail fast: with no connection `datasets` retries for ~25 s; offline it fails (or uses HF's cache) at once
     reason = None if constants.HF_HUB_OFFLINE else hub_reachable()
@@ -270,7 +220,7 @@ def load_dataset(name_or_path="digits", split="train", image_size=None, channels
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
 
     key = _normalize_name(str(name_or_path))
-    if key in builtin_data.BUILTINS:
+    if key in builtin.BUILTINS:
         images, labels, classes = _load_builtin(key, split, limit, seed, image_size, cache_dir)
         limit, name = None, key
     elif key in HF_DATASETS:

@@ -135,5 +135,5 @@ class DiT(nn.Module):
 
 
 def build_model(name: str | DiTConfig, **overrides) -> DiT:
-    """A freshly initialised DiT from a config name such as "DiT-XL/2" (see `ditlab.configs.config_names()`)."""
+    """A freshly initialised DiT from a config name such as "DiT-XL/2" (see `ditlab.model.config_names()`)."""
     return DiT(get_config(name, **overrides))

@@ -8,6 +8,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}
@@ -89,9 +91,6 @@ def image_files(path, split):
 
 def decode_images(path, members, image_size):
     """Decode images with PIL -> (uint8 (N, C, H, W), resized?). Mixed sizes are centre-cropped and resized."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
     zf = None if path.is_dir() else zipfile.ZipFile(path)
     out, mode = [], None
     try:
@@ -115,8 +114,6 @@ def decode_images(path, members, image_size):
 
 def crop_resize(im, w, h):
     """Centre-crop a PIL image to aspect w:h, then resize to (w, h)."""
-    from PIL import Image
-
     W, H = im.size
     cw, ch = min(W, round(H * w / h)), min(H, round(W * h / w))
     left, top = (W - cw) // 2, (H - ch) // 2

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from .data import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
+from ..io import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
 
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 SD_SCALE_FACTOR = 0.18215  # Stable Diffusion VAE latent scale (Rombach et al. 2022), used by DiT
@@ -70,7 +71,7 @@ def load_vae(name_or_path=DEFAULT_VAE, device="cpu", dtype=torch.float32):
 
     Fails fast (no retries) when the Hub cannot be reached and the model is not in the local HF cache.
     """
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
@@ -115,8 +116,6 @@ def encode_latents(dataset, vae, batch_size=32, cache_dir=None, device=None, sca
     scale_factor defaults to vae.config.scaling_factor (0.18215 for the SD VAEs). device defaults to the
     VAE's device (the VAE is moved if a device is given).
     """
-    from tqdm.auto import tqdm
-
     for attr in ("images", "labels", "classes", "fingerprint"):
         if not hasattr(dataset, attr):
             raise TypeError(f"dataset must be a ditlab ImageDataset, got {type(dataset).__name__}")

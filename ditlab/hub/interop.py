@@ -9,14 +9,15 @@ both fixed by `make_exact` (and set by `to_diffusers`):
 Other layout differences: q/k/v are separate linears (DiT: one qkv), and every block holds its own copy of
 the timestep/label embedders (DiT: one shared copy); the positional embedding is recomputed, not stored.
 """
-import inspect
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from .configs import DiTConfig
-from .model import DiT
+from ..checkpoint import load_model, load_state_dict_checked
+from ..data.imagenet import imagenet_names
+from ..io import hub_reachable
+from ..model import DiT, DiTConfig
+from .pretrained import load_sd_vae
 
 SCHEDULERS = ("ddim", "ddpm", "dpm-solver")
 DIT_BETAS = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
@@ -91,7 +92,7 @@ def to_diffusers(model: DiT, exact: bool = True):
     exact=True (default) applies `make_exact`, so outputs match the ditlab model to float rounding;
     exact=False gives the stock diffusers behaviour (~3 % off, see the module docstring).
     A model without a null class gets a zero null row (diffusers always has one)."""
-    from diffusers import DiTTransformer2DModel
+    from diffusers import DiTTransformer2DModel  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(model, DiT):
         raise TypeError(f"model must be a ditlab DiT, got {type(model).__name__}")
@@ -173,8 +174,6 @@ def from_diffusers(transformer, class_dropout_prob: float = 0.1) -> DiT:
         sd[f"blocks.{i}.attn.qkv.bias"] = torch.cat([src[a + n + ".bias"] for n in ("to_q", "to_k", "to_v")])
     model = DiT(config)
     sd["pos_embed"] = model.pos_embed.detach().clone()
-    from .checkpoint import load_state_dict_checked
-
     load_state_dict_checked(model, sd)
     return _like(model, next(transformer.parameters()))
 
@@ -183,15 +182,13 @@ def from_diffusers(transformer, class_dropout_prob: float = 0.1) -> DiT:
 def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
     """A `diffusers.DiTPipeline` from a ditlab DiT (or checkpoint path), exact (see `make_exact`).
 
-    vae: an AutoencoderKL (default: the SD ft-EMA VAE via `ditlab.pretrained.load_sd_vae`); scheduler: any
+    vae: an AutoencoderKL (default: the SD ft-EMA VAE via `ditlab.hub.pretrained.load_sd_vae`); scheduler: any
     KarrasDiffusionSchedulers instance (default `scheduler_from_name("ddim")`); id2label: class names
     (default: the ImageNet names). DiTPipeline always decodes with a VAE and uses label 1000 as the null
     class, so the model must be a 1000-class latent model; use `sample_with_scheduler` otherwise."""
-    from diffusers import DiTPipeline
+    from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(model, DiT):
-        from .checkpoint import load_model
-
         model = load_model(model)
     c = model.config
     if c.num_classes != 1000 or not c.has_null_class:
@@ -203,8 +200,6 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
         if c.in_channels != 4:
             raise ValueError(f"this is a pixel-space model (in_channels={c.in_channels}), and DiTPipeline always "
                              "decodes with a VAE; sample it with ditlab.sample or sample_with_scheduler instead")
-        from .pretrained import load_sd_vae
-
         vae = load_sd_vae("ema")
     if getattr(vae.config, "latent_channels", None) != c.in_channels:
         raise ValueError(f"vae.config.latent_channels={getattr(vae.config, 'latent_channels', None)} must equal "
@@ -219,8 +214,6 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
                          f"({float(scheduler.init_noise_sigma):.1f} for {type(scheduler).__name__}); use a scheduler "
                          "with init_noise_sigma=1 (DDIM, DDPM, DPM-Solver, UniPC, ...) or sample_with_scheduler")
     if id2label is None:
-        from .pretrained import imagenet_names
-
         id2label = {i: ", ".join(n) for i, n in enumerate(imagenet_names())}
     id2label = {int(k): v for k, v in id2label.items()}
     pipe = DiTPipeline(transformer=to_diffusers(model), vae=vae, scheduler=scheduler, id2label=id2label)
@@ -231,9 +224,7 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
 def load_pipeline(path, exact: bool = True, **kwargs):
     """`DiTPipeline.from_pretrained(path, **kwargs)`, then `make_exact` on its transformer (unless exact=False).
     Offline, only local folders and the local Hugging Face cache are tried (no slow retries)."""
-    from diffusers import DiTPipeline
-
-    from .data import hub_reachable
+    from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
 
     reason = None if Path(path).expanduser().is_dir() else hub_reachable()
     try:
@@ -255,7 +246,11 @@ def scheduler_from_name(name: str, **overrides):
     it reproduces ditlab's samplers: "ddim" = `create_diffusion("ddimN")` (timestep_spacing="leading",
     steps_offset=0, set_alpha_to_one=True), "ddpm" = `create_diffusion("N")` with learned Σ
     (timestep_spacing="linspace", variance_type="learned_range"); "dpm-solver" = DPM-Solver++(2M)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import (  # heavy optional dependency (the [hf] extra)
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+    )
 
     if name == "ddim":
         cls, kw = DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=True, steps_offset=0,
@@ -267,74 +262,3 @@ def scheduler_from_name(name: str, **overrides):
     else:
         raise ValueError(f"name must be one of {list(SCHEDULERS)}, got {name!r}")
     return cls(**{**DIT_BETAS, "prediction_type": "epsilon", **kw, **overrides})
-
-
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
-@torch.no_grad()
-def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.Tensor, num_inference_steps: int,
-                          cfg_scale: float = 1.0, guidance_channels: int | None = None, generator=None,
-                          progress: bool = False, trajectory: bool = False, timesteps: list[int] | None = None):
-    """Run a diffusers scheduler with a DiT -> (x0 (N, C, H, W), trajectory list or None).
-
-    noise (N, C, H, W) is x_T, labels (N,). With cfg_scale != 1 the batch is doubled as in DiT's sampling
-    ([x; x] with [y; null]) and `model.forward_with_cfg` guides `guidance_channels` (3 = official).
-    Learned Σ: only DDPMScheduler(variance_type="learned_range") uses it; other schedulers get ε only.
-    timesteps: custom timesteps for schedulers whose `set_timesteps` accepts them (e.g. DDPMScheduler).
-    trajectory=True records dict(t, x_t, pred_x0) per step (CPU, first N samples)."""
-    if not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step")):
-        raise TypeError(f"scheduler must be a diffusers scheduler, got {type(scheduler).__name__}")
-    if not isinstance(noise, torch.Tensor) or noise.ndim != 4:
-        raise ValueError(f"noise must be a (N, C, H, W) tensor, got {getattr(noise, 'shape', type(noise))}")
-    n, C = noise.shape[:2]
-    labels = torch.as_tensor(labels, device=noise.device).long().reshape(-1)
-    if labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},) to match noise, got {tuple(labels.shape)}")
-    var_type = getattr(scheduler.config, "variance_type", None)
-    use_sigma = type(scheduler).__name__ == "DDPMScheduler" and var_type == "learned_range"
-    if var_type in ("learned", "learned_range") and not use_sigma:
-        raise ValueError(f"{type(scheduler).__name__} with variance_type={var_type!r} does not match DiT's learned Σ "
-                         "(DDPMScheduler: use 'learned_range', DiT's interpolation v; other schedulers: leave "
-                         "variance_type unset, ditlab passes ε only)")
-    if timesteps is None and (not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000):
-        raise ValueError(f"num_inference_steps must be an int in [1, 1000], got {num_inference_steps!r}")
-    if isinstance(model, torch.nn.Module):
-        model.eval()  # no label dropout while sampling
-    if cfg_scale != 1:
-        if not hasattr(model, "forward_with_cfg"):
-            raise TypeError("cfg_scale != 1 needs a ditlab DiT (model.forward_with_cfg)")
-        x = torch.cat([noise, noise])  # conditional half, unconditional half (paper §3.1)
-        y = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # null label
-
-        def fn(x, t):
-            return model.forward_with_cfg(x, t, y, cfg_scale, guidance_channels=guidance_channels)
-    else:
-        x, y = noise, labels
-
-        def fn(x, t):
-            return model(x, t, y)
-    if timesteps is not None:
-        scheduler.set_timesteps(timesteps=list(timesteps), device=x.device)
-    else:
-        scheduler.set_timesteps(num_inference_steps, device=x.device)
-    x = x * scheduler.init_noise_sigma
-    step_kw = {"generator": generator} if _accepts(scheduler.step, "generator") else {}
-    ac = getattr(scheduler, "alphas_cumprod", None)
-    traj = [] if trajectory else None
-    for t in tqdm(scheduler.timesteps, disable=not progress):
-        out = fn(scheduler.scale_model_input(x, t), t.expand(x.shape[0]).to(x.device))
-        if use_sigma and out.shape[1] != 2 * C:
-            raise ValueError(f"variance_type={var_type!r} needs a learned-Σ model (2C={2 * C} output channels), "
-                             f"got {out.shape[1]}: use scheduler_from_name('ddpm', variance_type='fixed_large')")
-        res = scheduler.step(out if use_sigma else out[:, :C], t, x, **step_kw)
-        if trajectory:
-            x0 = getattr(res, "pred_original_sample", None)
-            if x0 is None and ac is not None and scheduler.init_noise_sigma == 1:
-                # x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ
-                a = ac[int(t)].to(x)
-                x0 = (x - (1 - a).sqrt() * out[:, :C]) / a.sqrt()
-            traj.append(dict(t=int(t), x_t=x[:n].cpu(), pred_x0=None if x0 is None else x0[:n].cpu()))
-        x = res.prev_sample
-    return x[:n], traj

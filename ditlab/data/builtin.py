@@ -13,9 +13,12 @@ import math
 import os
 from functools import lru_cache
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 SHAPE_CLASSES = ["circle", "ring", "square", "triangle", "star",
@@ -29,9 +32,6 @@ _FONT_PREFIXES = ("DejaVu", "STIXGeneral", "cmr10", "cmb10", "cmss10", "cmti10",
 
 def font_files():
     """The text fonts shipped inside matplotlib's own data dir (sorted paths)."""
-    import matplotlib
-    from matplotlib import font_manager
-
     font_dir = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
     paths = font_manager.findSystemFonts(fontpaths=[font_dir], fontext="ttf")
     return sorted(p for p in paths if os.path.basename(p).startswith(_FONT_PREFIXES))
@@ -39,8 +39,6 @@ def font_files():
 
 def _fit(mask, res, height):
     """Crop a glyph mask to its bounding box, scale it to `height` px tall, centre it in res x res."""
-    from PIL import Image
-
     ys, xs = np.nonzero(mask > 32)
     crop = Image.fromarray(mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
     w, h = crop.size
@@ -57,8 +55,6 @@ def _fit(mask, res, height):
 @lru_cache(maxsize=4)
 def digit_glyphs(res=64):
     """Digit templates: ((G, 1, res, res) float in [0, 1], (G,) digit labels, (G,) stroke widths in px)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     glyphs, labels = [], []
     for path in font_files():
         font = ImageFont.truetype(path, res)
@@ -83,8 +79,6 @@ def digit_glyphs(res=64):
 @lru_cache(maxsize=4)
 def shape_templates(res=64):
     """Shape masks (10, 1, res, res) in [0, 1], in `SHAPE_CLASSES` order, drawn 4x larger then downsampled."""
-    from PIL import Image, ImageDraw
-
     big, c = 4 * res, 2 * res  # canvas size and centre
     r = 0.4 * big  # radius of a shape of scale 1
 

@@ -1,7 +1,7 @@
-"""Widget logic for the notebooks (00 tour, 06 scaling explorer, 07 sampling playground) as plain functions.
+"""What the notebooks' widgets do (00 tour, the scaling explorer, the sampling playground), as plain functions.
 
 They take plain inputs and return a Figure, a tensor, a dict or `Samples`, so tests and scripts call them
-without a browser; `ditlab.controls` wires them to ipywidgets. Models come from `get_model`: a shipped
+without a browser; `ditlab.teach.widgets` wires them to ipywidgets. Models come from `get_model`: a shipped
 checkpoint, else a tiny DiT trained here once and cached.
 """
 import hashlib
@@ -12,14 +12,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ..checkpoint import load_model
+from ..data import load_dataset
+from ..eval import draw_fig8, estimate_flops, estimate_params, paper_table
+from ..eval.table4 import PATCH_MARKERS, SIZE_COLORS
+from ..io import default_cache_dir
+from ..model import PAPER_SIZES, get_config
+from ..sampling import parse_labels, sample
+from ..training import train
+from ..zoo import list_pretrained, load_pretrained
 from . import viz
-from .configs import PAPER_SIZES, get_config
-from .flops import estimate_flops, estimate_params, paper_table
 
 # ---------------------------------------------------------------- models: shipped checkpoints or a fallback
 
@@ -34,8 +40,6 @@ _MODELS: dict = {}
 
 def model_names() -> list[str]:
     """Shipped checkpoints (`ditlab.zoo.list_pretrained()`), else the names `get_model` trains stand-ins for."""
-    from .zoo import list_pretrained
-
     return list_pretrained() or list(PATCH_NAMES)
 
 
@@ -44,8 +48,6 @@ def get_model(name=DEFAULT_MODEL, fallback_steps: int | None = None, cache_dir=N
     else a tiny stand-in trained on the built-in digits at 16 px with patch size P of "<data>-p<P>"
     (`fallback_steps`, default 1000; cached in `$DITLAB_CACHE/widgets/`). A DiT passed in is returned as is.
     Loaded models are kept in memory; `model.name` and `model.card` say what it is."""
-    from .zoo import list_pretrained, load_pretrained
-
     if isinstance(name, torch.nn.Module):
         return name
     if not isinstance(name, str):
@@ -71,10 +73,6 @@ def get_model(name=DEFAULT_MODEL, fallback_steps: int | None = None, cache_dir=N
 
 
 def _train_fallback(name: str, patch: int, steps: int, cache_dir, verbose: bool):
-    from .checkpoint import load_model
-    from .data import default_cache_dir
-    from .train import train
-
     recipe = dict(FALLBACK, model=f"DiT-Mi/{patch}", steps=steps)
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     run = default_cache_dir(cache_dir) / "widgets" / f"{name}-{key}"
@@ -93,7 +91,7 @@ def _train_fallback(name: str, patch: int, steps: int, cache_dir, verbose: bool)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     model = load_model(run).eval()
-    model.card = dict(name=name, stand_in=True, recipe=recipe, note="trained by ditlab.widgets.get_model")
+    model.card = dict(name=name, stand_in=True, recipe=recipe, note="trained by ditlab.teach.explore.get_model")
     return model
 
 
@@ -107,10 +105,6 @@ def model_info(model) -> dict:
 
 # ---------------------------------------------------------------- compute: params, tokens, Gflops (§4, Table 4)
 
-def _paper_rows() -> list[dict]:
-    return [r for r in paper_table() if r["block"] == "adaLN-Zero" and r["image_size"] == "256"]
-
-
 def scaling_point(size: str = "XL", patch: int = 2, image_size: int = 256) -> dict:
     """Closed-form params, tokens and Gflops of DiT-<size>/<patch> on image_size px images (latents image_size/8),
     with the paper's Table 4 Gflops and FID-50K where it has the row."""
@@ -123,48 +117,10 @@ def scaling_point(size: str = "XL", patch: int = 2, image_size: int = 256) -> di
                          f"got {image_size!r}")
     name = f"DiT-{size}/{patch}"
     cfg = get_config(name, input_size=image_size // 8)
-    paper = {(r["model"], int(r["image_size"])): r for r in paper_table() if r["block"] == "adaLN-Zero"}
-    row = paper.get((name, image_size), {})
-    fid = row.get("fid50k_400k")
+    row = {r["model"]: r for r in paper_table("adaLN-Zero", image_size)}.get(name, {})
     return dict(model=name, image_size=image_size, latent_size=image_size // 8, tokens=cfg.num_tokens,
                 params=estimate_params(cfg), gflops=estimate_flops(cfg) / 1e9,
-                paper_gflops=row.get("gflops"), paper_fid=float(fid) if fid else None)
-
-
-SIZE_COLORS = dict(S="tab:blue", B="tab:orange", L="tab:green", XL="tab:red")
-PATCH_MARKERS = {8: "s", 4: "^", 2: "o"}
-
-
-def _fig8(ax, highlight: dict | None = None):
-    """The paper's Fig. 8: FID-50K at 400K steps against Gflops for the 12 configs (Table 4), with a log fit;
-    `highlight` (a `scaling_point`) draws its Gflops as a vertical line and rings its paper point."""
-    rows = _paper_rows()
-    g = np.array([r["gflops"] for r in rows])
-    fid = np.array([float(r["fid50k_400k"]) for r in rows])
-    for r, gi, fi in zip(rows, g, fid):
-        size, p = r["model"][4:].split("/")
-        ax.scatter(gi, fi, color=SIZE_COLORS[size], marker=PATCH_MARKERS[int(p)], s=40, zorder=3)
-    slope, icpt = np.polyfit(np.log10(g), fid, 1)
-    xs = np.logspace(np.log10(g.min()) - 0.3, np.log10(g.max()) + 0.3, 50)
-    corr = np.corrcoef(np.log10(g), fid)[0, 1]
-    ax.plot(xs, slope * np.log10(xs) + icpt, "--", color="gray", lw=1, label=f"fit, corr = {corr:.2f}")
-    if highlight is not None:
-        h = highlight
-        ax.axvline(h["gflops"], color="black", lw=1.2, label=f"{h['model']} at {h['image_size']} px: "
-                                                               f"{h['gflops']:.1f} Gflops")
-        if h["paper_fid"] is not None and h["image_size"] == 256:
-            ax.scatter(h["paper_gflops"], h["paper_fid"], s=250, facecolors="none", edgecolors="black", lw=2, zorder=4)
-    for s, c in SIZE_COLORS.items():
-        ax.scatter([], [], color=c, label=f"DiT-{s}")
-    for p, m in PATCH_MARKERS.items():
-        ax.scatter([], [], color="gray", marker=m, label=f"p = {p}")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 170)
-    ax.set_xlabel("transformer Gflops per forward pass")
-    ax.set_ylabel("FID-50K after 400K steps (lower is better)")
-    ax.set_title("paper Fig. 8 / Table 4 (256 px): FID follows Gflops", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+                paper_gflops=row.get("gflops"), paper_fid=row.get("fid50k_400k"))
 
 
 def scaling_figure(size: str = "XL", patch: int = 2, image_size: int = 256) -> Figure:
@@ -172,7 +128,7 @@ def scaling_figure(size: str = "XL", patch: int = 2, image_size: int = 256) -> F
     trend line. Right: params vs Gflops of the 12 configs at image_size, the chosen one highlighted."""
     pt = scaling_point(size, patch, image_size)
     fig, (ax1, ax2) = viz._figure(1, 2, (5.2, 4.2))
-    _fig8(ax1, pt)
+    draw_fig8(ax1, pt)
     for s in PAPER_SIZES:
         pts = [scaling_point(s, p, image_size) for p in (8, 4, 2) if image_size % (8 * p) == 0]
         ax2.plot([q["gflops"] for q in pts], [q["params"] / 1e6 for q in pts], "-", color=SIZE_COLORS[s], lw=1)
@@ -202,7 +158,7 @@ def fid_vs_gflops(highlight: str | None = None) -> Figure:
     if highlight is not None:
         size, _, p = str(highlight).removeprefix("DiT-").partition("/")
         pt = scaling_point(size, int(p) if p.isdigit() else p)
-    _fig8(ax, pt)
+    draw_fig8(ax, pt)
     return fig
 
 
@@ -223,8 +179,6 @@ def patch_overlay(image, patch: int = 2, latent_size: int | None = None) -> Figu
 def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str = "ddim",
              seed: int = 0, trajectory: bool = False, progress: bool = False, **model_kw):
     """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory)."""
-    from .sample import sample
-
     m = get_model(model, **model_kw)
     return sample(m, list(labels), steps=steps, sampler=sampler, cfg_scale=cfg_scale, seed=seed,
                   progress=progress, trajectory=trajectory)
@@ -238,8 +192,6 @@ def _class_names(model) -> list[str]:
 
 def _labels(model, label, n: int) -> list[int]:
     """n labels: every class in turn (label None), or n times one class (id or name)."""
-    from .sample import parse_labels
-
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if label is None:
@@ -313,19 +265,5 @@ def compare_patch_sizes(names=PATCH_NAMES, label=None, n: int = 6, cfg_scale: fl
 
 def example_image():
     """A built-in 'shapes' image, (3, 32, 32) in [-1, 1]."""
-    from .data import load_dataset
-
     x, _ = load_dataset("shapes", limit=8).get_batch([3])
     return x[0]  # (3, 32, 32)
-
-
-_CONTROLS = ("scaling_explorer", "playground", "scrubber", "EVERY")  # moved to ditlab.controls
-
-
-def __getattr__(name):
-    """Old names `widgets.playground` etc. still work: the ipywidgets builders now live in `ditlab.controls`."""
-    if name in _CONTROLS:
-        from . import controls
-
-        return getattr(controls, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ recomputing β from the kept ᾱ, plus `create_diffusion`, the factory DiT's tra
 import numpy as np
 import torch
 
-from .diffusion import MODEL_VAR_TYPES, GaussianDiffusion, get_beta_schedule
+from .gaussian import MODEL_VAR_TYPES, GaussianDiffusion, get_beta_schedule
 
 
 def space_timesteps(num_timesteps: int, section_counts) -> list[int]:

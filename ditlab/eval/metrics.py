@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
-from .data import float_to_uint8, uint8_to_float
-from .judge import Judge, check_images, check_labels, get_judge, load_judge, train_judge  # noqa: F401  (re-exported)
+from ..io import atomic_write, float_to_uint8, uint8_to_float
+from .judge import check_images, check_labels
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -119,7 +118,7 @@ def inception_fid(samples, real, batch_size=64, device=None):
     samples, real: float [-1, 1] or uint8 images (N, C, H, W); torch-fidelity resizes them to 299 px.
     """
     try:
-        import torch_fidelity
+        import torch_fidelity  # heavy optional dependency (the [fid] extra)
     except ImportError as e:
         raise RuntimeError("inception_fid needs the optional package torch-fidelity: "
                            "pip install 'ditlab[fid]'  (or: pip install torch-fidelity)") from e

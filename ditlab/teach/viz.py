@@ -4,7 +4,7 @@ Every function returns a `matplotlib.figure.Figure` built without pyplot: nothin
 global state. In Jupyter, make the figure the last expression of a cell to display it; elsewhere call
 `fig.savefig(path)`. Sections: images and patches · embeddings · compute (Gflops, parameters) · image tables.
 The diffusion and training plots (schedules, noising, trajectories, loss curves, the training dashboard) are
-in `ditlab.viz_training`.
+in `ditlab.teach.viz_training`.
 """
 import math
 from collections.abc import Sequence
@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+from ..eval import estimate_flops, estimate_params, paper_table
+from ..model import get_config, patchify
 
 
 def _figure(nrows: int = 1, ncols: int = 1, cell: tuple[float, float] = (3.0, 3.0), **kw):
@@ -104,9 +107,7 @@ def patch_grid(image, patch_sizes: int | Sequence[int] = (2, 4, 8), numbers: boo
 
 def patch_tokens(image, patch_size: int, color: str = "tab:orange") -> Figure:
     """Left: one (C, H, W) image with numbered p×p patches. Right: the (T, p·p·C) token matrix that
-    `ditlab.patchify` makes of it, one row per patch, in the same order."""
-    from .patchify import patchify
-
+    `ditlab.model` makes of it, one row per patch, in the same order."""
     x = torch.as_tensor(_numpy(image))
     if x.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W), got {tuple(x.shape)}")
@@ -195,15 +196,11 @@ def gflops_vs_patch(sizes: Sequence[str] = ("S", "B", "L", "XL"), patch_sizes: S
                     input_size: int = 32, paper: bool = True) -> Figure:
     """Forward Gflops (`ditlab.estimate_flops`) against patch size p, one line per model size, log scale.
     `paper=True` adds the paper's Table 4 values as crosses where a row matches (256 px = 32×32 latents)."""
-    from .configs import get_config
-    from .flops import estimate_flops, paper_table
-
     ps = sorted(patch_sizes)
     fig, (ax,) = _figure(1, 1, (5.5, 4.0))
     reported = {}
     if paper:
-        reported = {(r["model"], r["config"].input_size): r["gflops"] for r in paper_table()
-                    if r["block"] == "adaLN-Zero"}
+        reported = {(r["model"], r["config"].input_size): r["gflops"] for r in paper_table("adaLN-Zero")}
     labelled = False
     for s in sizes:
         g = [estimate_flops(get_config(f"DiT-{s}/{p}", input_size=input_size)) / 1e9 for p in ps]
@@ -226,16 +223,12 @@ def gflops_vs_patch(sizes: Sequence[str] = ("S", "B", "L", "XL"), patch_sizes: S
 
 def block_rows() -> list[dict]:
     """The paper's DiT-XL/2 block-design rows (Table 4) with our estimated Gflops and parameters next to them."""
-    from .flops import estimate_flops, estimate_params, paper_table
-
     rows = []
-    for r in paper_table():
+    for r in paper_table(image_size=256):
         c = r["config"]
-        if r["model"] == "DiT-XL/2" and c.hw == (32, 32):
-            fid = r.get("fid50k_400k")
+        if r["model"] == "DiT-XL/2":
             rows.append(dict(block=c.block, gflops=estimate_flops(c) / 1e9, params_m=estimate_params(c) / 1e6,
-                             paper_gflops=r["gflops"], paper_params_m=r["params_m"],
-                             fid=float(fid) if fid else float("nan")))
+                             paper_gflops=r["gflops"], paper_params_m=r["params_m"], fid=r["fid50k_400k"]))
     return rows
 
 
@@ -244,7 +237,7 @@ def block_comparison_plot(rows: Sequence[dict] | None = None) -> Figure:
     steps. `rows`: dicts with block, gflops, params_m, paper_gflops, paper_params_m, fid (default `block_rows()`)."""
     rows = list(block_rows() if rows is None else rows)
     if not rows:
-        raise ValueError("rows must be a non-empty list of dicts (see ditlab.viz.block_rows())")
+        raise ValueError("rows must be a non-empty list of dicts (see ditlab.teach.viz.block_rows())")
     names = [r["block"] for r in rows]
     x = np.arange(len(rows))
     fig, axes = _figure(1, 3, (4.0, 3.6))
@@ -296,15 +289,3 @@ def image_rows(rows, row_labels: Sequence[str] | None = None, col_labels: Sequen
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels must have one entry per row ({len(rows)}), got {len(row_labels)}")
     return _image_table(rows, row_labels, col_labels, size, title)
-
-
-_TRAINING = ("LOSS_LABELS", "loss_curve", "schedule_plot", "noising_strip", "trajectory_strip", "training_dashboard")
-
-
-def __getattr__(name):
-    """Old names `viz.loss_curve` etc. still work: the diffusion and training plots live in `ditlab.viz_training`."""
-    if name in _TRAINING:
-        from . import viz_training
-
-        return getattr(viz_training, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,98 @@
+"""Files and folders every layer uses: atomic writes, tensor files, the cache folder, image grids, and
+whether the Hugging Face Hub can be reached. Nothing here knows about DiT."""
+import math
+import os
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from einops import rearrange
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+# ---- writing files safely -------------------------------------------------------------------------------
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors) create 0600 files; make it an ordinary file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
+    """Atomically write a .safetensors file (CPU, contiguous tensors; metadata values must be str)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_tensors(path) -> tuple[dict, dict]:
+    """Read a .safetensors file -> (dict of tensors, metadata dict)."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
+def default_cache_dir(cache_dir=None) -> Path:
+    """`cache_dir`, else $DITLAB_CACHE, else ~/.cache/ditlab."""
+    return Path(cache_dir or os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser()
+
+
+# ---- images ---------------------------------------------------------------------------------------------
+def uint8_to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return x.float() / 127.5 - 1.0
+
+
+def float_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8 (H', W', C) image grid, `nrow` images per row."""
+    if nrow is not None and (not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1):
+        raise ValueError(f"nrow must be None or a positive int, got {nrow!r}")
+    n = images.shape[0]
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    x = float_to_uint8(images.detach().cpu())
+    x = torch.cat([x, torch.zeros(rows * nrow - n, *x.shape[1:], dtype=torch.uint8)])
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    return rearrange(x, "(r k) c h w -> (r h) (k w) c", k=nrow)
+
+
+def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
+    """Write an image grid PNG atomically."""
+    grid = make_grid(images, nrow).numpy()
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+# ---- the network ----------------------------------------------------------------------------------------
+def hub_reachable(timeout: float = 3.0) -> str | None:
+    """None if the Hugging Face Hub may be reached, else a short reason (offline mode or no connection)."""
+    from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}:
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy: let the real request decide
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return f"cannot connect to {host} ({e})"

@@ -1,0 +1,23 @@
+"""The Diffusion Transformer itself (paper §3.2), in the order a student reads it:
+
+    patchify.py  image <-> p×p patch tokens, the patch embedding        (notebook 01)
+    posemb.py    fixed 2D sin-cos positional embeddings                  (notebook 02)
+    embed.py     timestep and label embedders                            (notebook 03)
+    blocks.py    the four block designs of Fig. 3 and the final layer    (notebook 03)
+    configs.py   DiTConfig, the paper's 12 configs and small CPU ones
+    dit.py       DiT: embed -> blocks -> decode -> (ε, Σ); CFG forward   (notebook 04)
+
+Needs only torch and einops; nothing else of ditlab.
+"""
+from .blocks import (BLOCK_CLASSES, BLOCKS, AdaLNBlock, AdaLNZeroBlock, CrossAttentionBlock, FinalLayer, InContextBlock,
+                     modulate)
+from .configs import PAPER_SIZES, PATCH_SIZES, SIZES, DiTConfig, config_names, get_config
+from .dit import DiT, build_model
+from .embed import LabelEmbedder, TimestepEmbedder, timestep_embedding
+from .patchify import PatchEmbed, patchify, unpatchify
+from .posemb import sincos_1d, sincos_2d
+
+__all__ = ["BLOCKS", "BLOCK_CLASSES", "AdaLNBlock", "AdaLNZeroBlock", "CrossAttentionBlock", "DiT", "DiTConfig",
+           "FinalLayer", "InContextBlock", "LabelEmbedder", "PAPER_SIZES", "PATCH_SIZES", "PatchEmbed", "SIZES",
+           "TimestepEmbedder", "build_model", "config_names", "get_config", "modulate", "patchify", "sincos_1d",
+           "sincos_2d", "timestep_embedding", "unpatchify"]

@@ -1,0 +1,15 @@
+"""Training a DiT (paper §4): the loop and what it keeps.
+
+    config.py    TrainConfig (every `ditlab train` flag) and the model config sized to the data
+    hardware.py  device, precision (bf16 / fp16 + grad scaler / fp32) and DDP processes
+    ema.py       the EMA of the weights that samples are drawn from
+    state.py     the resumable state (weights, EMA, optimizer, RNG) in one atomic safetensors file
+    log.py       log.csv, one row per logged step
+    loop.py      train(): the loop itself
+"""
+from .config import PRECISIONS, TrainConfig, build_model_config
+from .hardware import resolve_precision
+from .log import read_log
+from .loop import train
+
+__all__ = ["PRECISIONS", "TrainConfig", "build_model_config", "read_log", "resolve_precision", "train"]

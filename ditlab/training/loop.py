@@ -1,0 +1,167 @@
+"""Training a class-conditional DiT (paper §4 "Training"): AdamW at lr 1e-4 without weight decay, EMA of the
+weights, label dropout 0.1 for classifier-free guidance, the hybrid loss of `diffusion.training_losses`.
+
+`train(TrainConfig(...))` or `ditlab train ...`; multi-GPU through `torchrun --nproc_per_node N -m ditlab train ...`
+(DistributedDataParallel; each rank takes every world_size-th sample of one seeded permutation, and noise,
+timesteps and label dropout come from one generator shared by all ranks, so N processes reproduce the loss of
+one process with the same global batch). A run folder holds `checkpoint.safetensors` (everything needed to resume),
+`ema.safetensors` (the EMA weights, loadable by `ditlab.load_model(run_dir)`), `log.csv` and `samples/`.
+"""
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..checkpoint import save_model
+from ..data import encode_latents, load_dataset, load_vae
+from ..diffusion import create_diffusion
+from ..io import save_grid
+from ..model import DiT
+from ..sampling import sample
+from .config import TrainConfig, build_model_config
+from .ema import EMA
+from .hardware import init_distributed, resolve_device, resolve_precision
+from .log import append_row, trim_log
+from .state import load_state, save_state
+
+
+def _batch_noise(gen, n_global, rank, world, shape, num_timesteps, dropout, device):
+    """Timesteps, noise and label-drop flags for the whole global batch from the shared generator; this rank
+    keeps rows rank::world (the same rows its data indices occupy in the one-process batch)."""
+    t = torch.randint(0, num_timesteps, (n_global,), generator=gen)
+    noise = torch.randn((n_global, *shape), generator=gen)
+    drop = (torch.rand(n_global, generator=gen) < dropout).long()
+    return t[rank::world].to(device), noise[rank::world].to(device), drop[rank::world].to(device)
+
+
+def _indices(n_data: int, step: int, batch: int, rank: int, world: int, seed: int) -> torch.Tensor:
+    """This rank's data indices for `step`: a seeded permutation per epoch, strided across ranks
+    (DistributedSampler's layout). A pure function of the step, so resuming needs no sampler state."""
+    per_epoch = n_data // batch
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + epoch))
+    local = batch // world
+    return perm[rank::world][k * local:(k + 1) * local]
+
+
+def train(config: TrainConfig | dict | None = None, callback=None, dataset=None, **kwargs) -> dict:
+    """Train a DiT; returns dict(model, ema, step, log, out_dir, config).
+
+    `callback(event, info)` is called on rank 0 with event "log" (info: step, loss, mse, vb, img_per_s,
+    elapsed) and "samples" (info: step, images (N, C, H, W) in [-1, 1]) — the notebooks' live dashboard.
+    `dataset` may be given directly (an `ImageDataset`); otherwise `config.data` is loaded."""
+    if config is None:
+        cfg = TrainConfig(**kwargs)
+    else:
+        cfg = TrainConfig.from_dict({**(config if isinstance(config, dict) else asdict(config)), **kwargs})
+    rank, world = init_distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    out = Path(cfg.out_dir)
+    ckpt_path = out / "checkpoint.safetensors"
+    if cfg.resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"resume=True but {ckpt_path} does not exist")
+    if dataset is None:
+        dataset = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
+                               limit=cfg.limit, seed=cfg.seed)
+        if cfg.vae:  # paper §3: train on 8x smaller VAE latents, encoded once and cached on disk
+            dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
+    if len(dataset) < cfg.batch_size:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(dataset)} images)")
+    mcfg = build_model_config(cfg, dataset)
+
+    torch.manual_seed(cfg.seed)
+    model = DiT(mcfg).to(device)
+    model.grad_checkpointing = cfg.grad_checkpointing
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # noise, timesteps, label dropout: shared by all ranks
+    step = load_state(ckpt_path, model, ema, opt, scaler, gen, mcfg) if cfg.resume else 0
+    diffusion = create_diffusion("", learn_sigma=mcfg.learn_sigma)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    fwd = torch.compile(ddp) if cfg.compile else ddp
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16) \
+        if precision in ("bf16", "fp16") else nullcontext()
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(),
+                                                         classes=dataset.classes, precision=precision), indent=1))
+    log_path = out / "log.csv"
+    if rank == 0:
+        trim_log(log_path, step)  # a fresh run starts a new log; a resumed one drops rows past its checkpoint
+    log_rows, t_last, n_seen = [], time.perf_counter(), 0
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
+    model.train()
+    while step < cfg.steps:
+        idx = _indices(len(dataset), step, cfg.batch_size, rank, world, cfg.seed)
+        x, y = dataset.get_batch(idx, device=device)
+        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], diffusion.num_timesteps,
+                                      cfg.class_dropout_prob, device)
+        with autocast:
+            losses = diffusion.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
+        loss = losses["loss"].float().mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        ema.update(model, step)
+        step += 1
+        n_seen += cfg.batch_size
+        if step % cfg.log_every == 0 or step == cfg.steps or device.type == "cpu":
+            stats = torch.stack([loss.detach(), losses["mse"].float().mean().detach(), losses["vb"].float().mean().detach()])
+            if world > 1:
+                dist.all_reduce(stats)
+                stats /= world
+            if not torch.isfinite(stats[0]):
+                bar.close()
+                raise FloatingPointError(
+                    f"loss is {stats[0].item()} at step {step}: training stopped. The last good checkpoint "
+                    f"({ckpt_path if ckpt_path.exists() else 'none yet'}) was kept. Try a lower lr, grad_clip=1.0 "
+                    f"or precision='fp32'.")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            row = dict(step=step, loss=stats[0].item(), mse=stats[1].item(), vb=stats[2].item(),
+                       img_per_s=n_seen / (now - t_last), lr=cfg.lr, time=time.time())
+            t_last, n_seen = now, 0
+            log_rows.append(row)
+            if rank == 0:
+                append_row(log_path, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
+                if callback:
+                    callback("log", row)
+        if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+            _sample_grid(ema.model, cfg, step, out, callback)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if rank == 0:
+                save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes)
+                save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step)
+            if world > 1:
+                dist.barrier()
+        bar.update(1)
+    bar.close()
+    return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes)
+
+
+def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -> None:
+    n = model.config.num_classes
+    per = max(1, min(4, 40 // n))
+    labels = [c for c in range(n) for _ in range(per)][:40]
+    cfg_scale = cfg.sample_cfg if model.config.has_null_class else 1.0
+    images = sample(model, labels, steps=cfg.sample_steps, cfg_scale=cfg_scale, seed=0, progress=False).images
+    save_grid(images, out / "samples" / f"step_{step:07d}.png", nrow=2 * per)
+    if callback:
+        callback("samples", dict(step=step, images=images))

@@ -1,0 +1,54 @@
+"""The resumable state of a run in one safetensors file: weights, EMA, AdamW moments, grad scaler and RNG states,
+written atomically; `load_state` restores all of it, so a resumed run continues bit-identically."""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..checkpoint import load_state_dict_checked
+from ..io import save_tensors
+from ..model import DiTConfig
+
+
+def save_state(path: Path, model, ema, opt, scaler, gen, step, cfg, mcfg, classes) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
+    opt_sd = opt.state_dict()
+    for i, st in opt_sd["state"].items():
+        tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
+    tensors["rng.generator"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = dict(format="ditlab-train", step=str(step), config=json.dumps(mcfg.to_dict()),
+                train_config=json.dumps(asdict(cfg)), classes=json.dumps(classes),
+                param_groups=json.dumps([{k: v for k, v in g.items() if k != "params"} for g in opt_sd["param_groups"]]),
+                scaler=json.dumps(scaler.state_dict() if scaler.is_enabled() else {}))
+    save_tensors(path, tensors, meta)
+
+
+def load_state(path: Path, model, ema, opt, scaler, gen, mcfg) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        stored = DiTConfig.from_dict(json.loads(meta["config"]))
+        if stored != mcfg:
+            diff = {k: (v, getattr(mcfg, k)) for k, v in stored.to_dict().items() if mcfg.to_dict()[k] != v}
+            raise ValueError(f"cannot resume from {path}: it was trained with a different model config "
+                             f"(checkpoint vs now: {diff}); use another out_dir or the same config")
+        get = {k: f.get_tensor(k) for k in f.keys()}
+    load_state_dict_checked(model, {k[6:]: v for k, v in get.items() if k.startswith("model.")})
+    load_state_dict_checked(ema.model, {k[4:]: v for k, v in get.items() if k.startswith("ema.")})
+    state = {}
+    for k, v in get.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    groups = json.loads(meta["param_groups"])
+    for g, own in zip(groups, opt.state_dict()["param_groups"]):
+        g["params"] = own["params"]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    if json.loads(meta["scaler"]):
+        scaler.load_state_dict(json.loads(meta["scaler"]))
+    gen.set_state(get["rng.generator"])
+    torch.set_rng_state(get["rng.torch"])
+    return int(meta["step"])
