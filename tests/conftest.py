@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: offline mode, paths to ../shared, the official tiny DiT."""
+"""Shared pytest fixtures: offline mode, paths to the committed fixtures and ../shared, the official tiny DiT."""
 import os
 from pathlib import Path
 
@@ -10,13 +10,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "official_dit"
+SHARED = ROOT.parent / "shared"  # beside a developer's checkout: real data (MNIST, CIFAR-10); absent in a user's clone
+FIXTURES = ROOT / "tests" / "fixtures" / "official_dit"  # committed: the official DiT code's outputs
+SIT_FIXTURES = ROOT / "tests" / "fixtures" / "official_sit"  # committed: the official SiT code's outputs
 
 
 @pytest.fixture(scope="session")
 def reference():
-    """Outputs of the official DiT code on the tiny config (see ../shared/README.md)."""
+    """Outputs of the official DiT code on the tiny config (see tests/fixtures/README.md)."""
     from safetensors.torch import load_file
 
     return load_file(str(FIXTURES / "reference.safetensors"))
