@@ -51,7 +51,7 @@ def load_pretrained(name: str = DEFAULT, device="cpu"):
     return model
 
 
-# The sampling playground's default request (notebook 07): 16 images, 25 DDIM steps, guidance on.
+# The sampling playground's default request (notebook 10): 16 images, 25 DDIM steps, guidance on.
 PLAYGROUND = dict(n=16, steps=25, sampler="ddim", cfg_scale=4.0)
 
 
