@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 
 from .data import load_dataset
-from .eval import evaluate, get_judge
-from .sampling import sample
 from .teach.viz_training import loss_curve
-from .training import train
+from .training import read_log, train
+from .training.verdict import format_verdict, run_verdict, write_metrics
 
 # The recipe: a 0.3M-parameter DiT at patch 2 on the digits resized to 16 px (64 tokens, 0.02 Gflops), so that
 # a laptop CPU can take thousands of steps in minutes; lr above the paper's 1e-4 because the run is short.
@@ -31,33 +30,29 @@ def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int 
     recipe = dict(SMOKE if smoke else DEMO, out_dir=str(out))
     if steps is not None:
         recipe["steps"] = steps
-    t0 = time.perf_counter()
-    print(f"[1/4] training {recipe['model']} on the built-in digits for {recipe['steps']} steps ...")
-    run = train(**recipe)
+    t0, c0 = time.perf_counter(), time.process_time()
+    data = load_dataset("digits", image_size=recipe["image_size"], limit=recipe.get("limit"))
+    print(f"[1/3] training {recipe['model']} on the built-in digits for {recipe['steps']} steps ...")
+    run = train(**recipe, dataset=data, verdict=False)
     t_train = time.perf_counter() - t0
 
-    print("[2/4] sampling a class-conditional grid (DDIM, classifier-free guidance) ...")
-    per = 2 if smoke else SAMPLING["per_class"]
-    n = run["config"].num_classes
-    labels = [c for _ in range(per) for c in range(n)]  # one column per class
-    samples = sample(run["ema"], labels, steps=5 if smoke else SAMPLING["steps"], sampler=SAMPLING["sampler"],
-                     cfg_scale=SAMPLING["cfg_scale"], seed=0)
-    samples.save(out / "samples.png", nrow=n)
+    print("[2/3] sampling a class-conditional grid (DDIM, classifier-free guidance) and judging it with a classifier "
+          "trained on the real digits ...")
+    log = read_log(out)
+    verdict = run_verdict(run["ema"], run["train_config"], data, log, per_class=2 if smoke else SAMPLING["per_class"],
+                          steps=5 if smoke else SAMPLING["steps"], cfg_scale=SAMPLING["cfg_scale"],
+                          grid=out / "samples.png", smoke=smoke)
 
-    print("[3/4] judging the samples with a classifier trained on the real digits ...")
-    size = recipe["image_size"]
-    real = load_dataset("digits", split="test", image_size=size)
-    judge = get_judge("digits", image_size=size, smoke=smoke)
-    metrics = evaluate(judge, samples.images, samples.labels, real.get_batch(torch.arange(len(real)))[0])
-
-    print("[4/4] writing the loss curve and metrics ...")
-    loss_curve(run["log"]).savefig(out / "loss_curve.png", dpi=120, bbox_inches="tight")
+    print("[3/3] writing the loss curve and metrics ...")
+    loss_curve(log).savefig(out / "loss_curve.png", dpi=120, bbox_inches="tight")
     total = time.perf_counter() - t0
-    result = dict(accuracy=metrics["accuracy"], fd=metrics["fd"], n_samples=len(labels), train_steps=run["step"],
-                  train_seconds=round(t_train, 1), total_seconds=round(total, 1), final_loss=run["log"][-1]["loss"],
-                  params=sum(p.numel() for p in run["ema"].parameters()), model=recipe["model"],
-                  torch_threads=torch.get_num_threads())
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    result = dict(accuracy=verdict["accuracy"], fd=verdict["fd"], n_samples=verdict["n"], train_steps=run["step"],
+                  train_seconds=round(t_train, 1), total_seconds=round(total, 1),
+                  cpu_seconds=round(time.process_time() - c0, 1), final_loss=log[-1]["loss"],
+                  params=sum(p.numel() for p in run["ema"].parameters()), model=run["train_config"].model,
+                  precision=run["precision"], torch_threads=torch.get_num_threads(), verdict=verdict)
+    write_metrics(out, result)
+    print(format_verdict(verdict))
     print(f"\nconditional accuracy {result['accuracy']:.3f} | Fréchet distance (judge features) {result['fd']:.2f} | "
           f"{result['train_steps']} steps in {t_train:.0f} s | total {total:.0f} s")
     print(f"samples: {out / 'samples.png'}   loss curve: {out / 'loss_curve.png'}   metrics: {out / 'metrics.json'}")

@@ -67,7 +67,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
             t0 = time.perf_counter()
             run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
                         seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
-                        log_every=max(1, steps // 20), progress=progress,
+                        log_every=max(1, steps // 20), progress=progress, verdict=False,
                         resume=done is not None)
             seconds = time.perf_counter() - t0 if not done else _train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]

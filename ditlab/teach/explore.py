@@ -84,7 +84,7 @@ def _train_fallback(name: str, patch: int, steps: int, cache_dir, verbose: bool)
         tmp = Path(tempfile.mkdtemp(dir=run.parent, prefix=f".{name}-"))
         try:
             train(**recipe, out_dir=str(tmp), log_every=max(1, steps // 4), ckpt_every=steps, sample_every=0,
-                  progress=verbose)
+                  progress=verbose, verdict=False)
             if not (run / "ema.safetensors").exists():
                 shutil.rmtree(run, ignore_errors=True)
                 os.replace(tmp, run)

@@ -5,11 +5,14 @@ from dataclasses import dataclass, field, fields
 from ..model import DiTConfig, get_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RECIPE_NAMES = ("auto", "quick", "paper")
+RECIPE_FIELDS = ("model", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe decides
 
 
 @dataclass
 class TrainConfig:
-    model: str = "DiT-Mi/4"  # a config name (ditlab.config_names()); sized to the data by default
+    recipe: str = "auto"  # auto | quick | paper: the hyper-parameters left unset below (None); see recipes.py
+    model: str | None = None  # a config name (ditlab.config_names()), sized to the data; None: the recipe's
     model_args: dict = field(default_factory=dict)  # DiTConfig overrides, e.g. {"depth": 4}
     data: str = "digits"  # built-in name, Hugging Face name, or a local .npz / .zip / folder
     image_size: int | None = None  # resize the data (default: the data's own size)
@@ -17,17 +20,19 @@ class TrainConfig:
     limit: int | None = None  # use only this many training images
     vae: str | None = None  # latent mode: a diffusers AutoencoderKL (local folder or Hub id); latents are cached
     out_dir: str = "runs/train"
-    steps: int = 2000
-    batch_size: int = 64  # global batch, split across DDP ranks
-    lr: float = 1e-4
+    steps: int | None = None  # None: the recipe's
+    batch_size: int | None = None  # global batch, split across DDP ranks; None: the recipe's
+    lr: float | None = None  # AdamW learning rate; None: the recipe's
+    warmup_steps: int | None = None  # linear lr warm-up from 0 over this many steps; None: the recipe's
     weight_decay: float = 0.0
-    ema_decay: float = 0.9999
+    ema_decay: float | None = None  # None: the recipe's
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
     class_dropout_prob: float = 0.1
     learn_sigma: bool = True
     grad_clip: float | None = None
     grad_checkpointing: bool = False
-    precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 + grad scaler on older GPUs, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 on GPUs that have it (fp16 + grad scaler on older ones); on CPUs bf16
+    #                          where the CPU has native bf16 and the model is wide enough to gain (hardware.py)
     compile: bool = False
     seed: int = 0
     device: str = "auto"
@@ -36,20 +41,25 @@ class TrainConfig:
     sample_every: int = 500  # 0: never; an EMA sample grid PNG under samples/
     sample_steps: int = 25
     sample_cfg: float = 4.0
+    verdict: bool = True  # end by judging a guided sample grid (data with a judge: digits, MNIST, CIFAR-10)
     resume: bool = False
     progress: bool = True
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.recipe not in RECIPE_NAMES:
+            raise ValueError(f"recipe must be one of {list(RECIPE_NAMES)}, got {self.recipe!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:

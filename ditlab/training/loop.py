@@ -1,11 +1,14 @@
-"""Training a class-conditional DiT (paper §4 "Training"): AdamW at lr 1e-4 without weight decay, EMA of the
-weights, label dropout 0.1 for classifier-free guidance, the hybrid loss of `diffusion.training_losses`.
+"""Training a class-conditional DiT (paper §4 "Training"): AdamW (the paper: lr 1e-4, no weight decay; short runs:
+the quick recipe of recipes.py, with a linear lr warm-up), EMA of the weights, label dropout 0.1 for classifier-free
+guidance, the hybrid loss of `diffusion.training_losses`.
 
 `train(TrainConfig(...))` or `ditlab train ...`; multi-GPU through `torchrun --nproc_per_node N -m ditlab train ...`
 (DistributedDataParallel; each rank takes every world_size-th sample of one seeded permutation, and noise,
 timesteps and label dropout come from one generator shared by all ranks, so N processes reproduce the loss of
 one process with the same global batch). A run folder holds `checkpoint.safetensors` (everything needed to resume),
-`ema.safetensors` (the EMA weights, loadable by `ditlab.load_model(run_dir)`), `log.csv` and `samples/`.
+`ema.safetensors` (the EMA weights, loadable by `ditlab.load_model(run_dir)`), `log.csv`, `samples/`,
+`config.json` (every option as resolved, the recipe and the precision, with the reasons) and, at the end,
+`metrics.json` (time, and the verdict of verdict.py) with the judged grid `samples.png`.
 """
 import json
 import time
@@ -25,8 +28,10 @@ from ..model import DiT
 from ..sampling import sample
 from .config import TrainConfig, build_model_config
 from .ema import EMA
-from .hardware import init_distributed, resolve_device, resolve_precision
-from .log import append_row, trim_log
+from .hardware import explain_precision, init_distributed, resolve_device
+from .log import append_row, read_log, trim_log
+from .recipes import describe, resolve_recipe
+from .verdict import format_verdict, run_verdict, write_metrics
 from .state import load_state, save_state
 
 
@@ -50,20 +55,22 @@ def _indices(n_data: int, step: int, batch: int, rank: int, world: int, seed: in
 
 
 def train(config: TrainConfig | dict | None = None, callback=None, dataset=None, **kwargs) -> dict:
-    """Train a DiT; returns dict(model, ema, step, log, out_dir, config).
+    """Train a DiT; returns dict(model, ema, step, log, out_dir, config, classes, train_config (the resolved
+    TrainConfig), recipe, precision).
+
+    Options left unset (None) get the values of a recipe chosen for the run's scale (recipes.py); the run ends with
+    a judged sample grid and a verdict where a judge exists for the data (verdict.py, `verdict=False` skips it).
 
     `callback(event, info)` is called on rank 0 with event "log" (info: step, loss, mse, vb, img_per_s,
     elapsed) and "samples" (info: step, images (N, C, H, W) in [-1, 1]) — the notebooks' live dashboard.
     `dataset` may be given directly (an `ImageDataset`); otherwise `config.data` is loaded."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     if config is None:
         cfg = TrainConfig(**kwargs)
     else:
         cfg = TrainConfig.from_dict({**(config if isinstance(config, dict) else asdict(config)), **kwargs})
     rank, world = init_distributed()
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.safetensors"
     if cfg.resume and not ckpt_path.exists():
@@ -73,9 +80,17 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
                                limit=cfg.limit, seed=cfg.seed)
         if cfg.vae:  # paper §3: train on 8x smaller VAE latents, encoded once and cached on disk
             dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
+    stored = json.loads((out / "config.json").read_text())["train"] if cfg.resume and (out / "config.json").exists() \
+        else None
+    cfg, recipe = resolve_recipe(cfg, tuple(dataset.images.shape[-2:]), stored)  # the unset options: recipes.py
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     if len(dataset) < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(dataset)} images)")
     mcfg = build_model_config(cfg, dataset)
+    precision, precision_why = explain_precision(cfg.precision, device, mcfg)
+    if rank == 0 and cfg.progress:
+        print(describe(recipe, precision, precision_why))
 
     torch.manual_seed(cfg.seed)
     model = DiT(mcfg).to(device)
@@ -95,8 +110,9 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(),
-                                                         classes=dataset.classes, precision=precision), indent=1))
+        (out / "config.json").write_text(json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(), classes=dataset.classes,
+                                                         recipe=recipe, precision=precision,
+                                                         precision_why=precision_why), indent=1))
     log_path = out / "log.csv"
     if rank == 0:
         trim_log(log_path, step)  # a fresh run starts a new log; a resumed one drops rows past its checkpoint
@@ -108,6 +124,9 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         x, y = dataset.get_batch(idx, device=device)
         t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], diffusion.num_timesteps,
                                       cfg.class_dropout_prob, device)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr  # linear warm-up
+        for g in opt.param_groups:
+            g["lr"] = lr
         with autocast:
             losses = diffusion.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
         loss = losses["loss"].float().mean()
@@ -135,7 +154,7 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             row = dict(step=step, loss=stats[0].item(), mse=stats[1].item(), vb=stats[2].item(),
-                       img_per_s=n_seen / (now - t_last), lr=cfg.lr, time=time.time())
+                       img_per_s=n_seen / (now - t_last), lr=lr, time=time.time())
             t_last, n_seen = now, 0
             log_rows.append(row)
             if rank == 0:
@@ -153,7 +172,10 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
                 dist.barrier()
         bar.update(1)
     bar.close()
-    return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes)
+    if rank == 0:
+        _finish(ema.model, cfg, dataset, log_rows, out, precision, recipe, t_start, cpu_start)
+    return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes,
+                train_config=cfg, recipe=recipe, precision=precision)
 
 
 def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -> None:
@@ -165,3 +187,20 @@ def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -
     save_grid(images, out / "samples" / f"step_{step:07d}.png", nrow=2 * per)
     if callback:
         callback("samples", dict(step=step, images=images))
+
+
+def _finish(model: DiT, cfg: TrainConfig, dataset, log_rows, out: Path, precision, recipe, t_start, cpu_start) -> None:
+    """The run's summary and verdict: printed, and written to metrics.json."""
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
+    log = read_log(out) if (out / "log.csv").exists() else log_rows  # the whole run's, also when resumed
+    summary = dict(model=cfg.model, steps=cfg.steps, recipe=recipe["name"], precision=precision,
+                   wall_seconds=round(wall, 1), cpu_seconds=round(cpu, 1), threads=torch.get_num_threads(),
+                   final_loss=log[-1]["loss"] if log else None)
+    if cfg.progress:
+        print(f"trained {cfg.model} to step {cfg.steps} (recipe {recipe['name']}, {precision}) in {wall / 60:.1f} min "
+              f"({cpu / 60:.1f} CPU-min on {summary['threads']} threads)")
+    verdict = run_verdict(model, cfg, dataset, log, grid=out / "samples.png") \
+        if cfg.verdict else dict(status="skipped", reason="verdict=False")
+    if cfg.progress or verdict["status"] != "skipped":
+        print(format_verdict(verdict))
+    write_metrics(out, dict(summary=summary, verdict=verdict))
