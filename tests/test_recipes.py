@@ -64,6 +64,16 @@ def test_a_resumed_run_keeps_its_values_unless_given_again():
     assert info["source"]["steps"] == "given" and info["source"]["lr"] == "the resumed run"
 
 
+def test_resume_keeps_the_runs_values_for_options_not_given_again(tmp_path):
+    kw = dict(model_args=TINY_ARGS, data="digits", image_size=16, limit=64, batch_size=8, ckpt_every=2,
+              sample_every=0, verdict=False, progress=False, out_dir=str(tmp_path / "run"))
+    train(**kw, steps=2, lr=1e-3, warmup_steps=0)
+    r = train(**kw, steps=4, resume=True)
+    c = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (c["train"]["lr"], c["train"]["warmup_steps"], c["train"]["steps"]) == (1e-3, 0, 4)
+    assert c["recipe"]["source"]["lr"] == "the resumed run" and r["log"][-1]["lr"] == 1e-3
+
+
 def test_train_writes_the_resolved_recipe_and_precision_to_config_json(tmp_path, capsys):
     r = train(model_args=TINY_ARGS, data="digits", image_size=16, limit=64, steps=2, batch_size=8, ckpt_every=2,
               sample_every=0, verdict=False, out_dir=str(tmp_path / "run"))

@@ -32,7 +32,7 @@ from .hardware import explain_precision, init_distributed, resolve_device
 from .log import append_row, read_log, trim_log
 from .recipes import describe, resolve_recipe
 from .verdict import format_verdict, run_verdict, write_metrics
-from .state import load_state, save_state
+from .state import load_state, save_state, stored_train_config
 
 
 def _batch_noise(gen, n_global, rank, world, shape, num_timesteps, dropout, device):
@@ -80,9 +80,10 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
                                limit=cfg.limit, seed=cfg.seed)
         if cfg.vae:  # paper §3: train on 8x smaller VAE latents, encoded once and cached on disk
             dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
-    stored = json.loads((out / "config.json").read_text())["train"] if cfg.resume and (out / "config.json").exists() \
-        else None
-    cfg, recipe = resolve_recipe(cfg, tuple(dataset.images.shape[-2:]), stored)  # the unset options: recipes.py
+    stored = stored_train_config(ckpt_path) if cfg.resume else None  # a resumed run keeps its recipe's values
+    size = dataset.image_size
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    cfg, recipe = resolve_recipe(cfg, hw, stored)  # the options left unset: recipes.py
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     if len(dataset) < cfg.batch_size:

@@ -52,3 +52,9 @@ def load_state(path: Path, model, ema, opt, scaler, gen, mcfg) -> int:
     gen.set_state(get["rng.generator"])
     torch.set_rng_state(get["rng.torch"])
     return int(meta["step"])
+
+
+def stored_train_config(path: Path) -> dict:
+    """The TrainConfig (as a dict) of the run whose checkpoint is at `path`."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["train_config"])
