@@ -31,8 +31,8 @@ from .ema import EMA
 from .hardware import explain_precision, init_distributed, resolve_device
 from .log import append_row, read_log, trim_log
 from .recipes import describe, resolve_recipe
-from .verdict import format_verdict, run_verdict, write_metrics
 from .state import load_state, save_state, stored_train_config
+from .verdict import format_verdict, run_verdict, write_metrics
 
 
 def _batch_noise(gen, n_global, rank, world, shape, num_timesteps, dropout, device):
@@ -174,7 +174,7 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         bar.update(1)
     bar.close()
     if rank == 0:
-        _finish(ema.model, cfg, dataset, log_rows, out, precision, recipe, t_start, cpu_start)
+        _finish(ema.model, cfg, dataset, log_rows, out, precision, precision_why, recipe, t_start, cpu_start)
     return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes,
                 train_config=cfg, recipe=recipe, precision=precision)
 
@@ -190,18 +190,24 @@ def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -
         callback("samples", dict(step=step, images=images))
 
 
-def _finish(model: DiT, cfg: TrainConfig, dataset, log_rows, out: Path, precision, recipe, t_start, cpu_start) -> None:
+def _finish(model: DiT, cfg: TrainConfig, dataset, log_rows, out: Path, precision, precision_why, recipe, t_start,
+            cpu_start) -> None:
     """The run's summary and verdict: printed, and written to metrics.json."""
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     log = read_log(out) if (out / "log.csv").exists() else log_rows  # the whole run's, also when resumed
-    summary = dict(model=cfg.model, steps=cfg.steps, recipe=recipe["name"], precision=precision,
-                   wall_seconds=round(wall, 1), cpu_seconds=round(cpu, 1), threads=torch.get_num_threads(),
+    summary = dict(model=cfg.model, steps=cfg.steps, recipe=recipe["name"], recipe_why=recipe["why"],
+                   precision=precision, precision_why=precision_why, wall_seconds=round(wall, 1),
+                   cpu_seconds=round(cpu, 1), threads=torch.get_num_threads(),
                    final_loss=log[-1]["loss"] if log else None)
     if cfg.progress:
-        print(f"trained {cfg.model} to step {cfg.steps} (recipe {recipe['name']}, {precision}) in {wall / 60:.1f} min "
-              f"({cpu / 60:.1f} CPU-min on {summary['threads']} threads)")
-    verdict = run_verdict(model, cfg, dataset, log, grid=out / "samples.png") \
-        if cfg.verdict else dict(status="skipped", reason="verdict=False")
+        print(f"trained {cfg.model} to step {cfg.steps} with the {recipe['name']} recipe in {precision} "
+              f"({precision_why}): {wall / 60:.1f} min, {cpu / 60:.1f} CPU-min on {summary['threads']} threads")
+    verdict = dict(status="skipped", reason="verdict=False")
+    if cfg.verdict:
+        try:
+            verdict = run_verdict(model, cfg, dataset, log, grid=out / "samples.png")
+        except (ValueError, OSError, ConnectionError) as e:  # e.g. no test split offline: the run itself is saved
+            verdict = dict(status="failed", reason=f"{type(e).__name__}: {e}")
     if cfg.progress or verdict["status"] != "skipped":
         print(format_verdict(verdict))
     write_metrics(out, dict(summary=summary, verdict=verdict))

@@ -114,8 +114,8 @@ def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps
 
 
 def format_verdict(v: dict) -> str:
-    if v["status"] == "skipped":
-        return f"verdict: skipped ({v['reason']})"
+    if v["status"] in ("skipped", "failed"):
+        return f"verdict: {v['status']} ({v['reason']})"
     return "\n".join([
         f"verdict ({v['n']} samples, {v['sample_steps']} DDIM steps, guidance {v['cfg_scale']:g}; judge trained on "
         f"{v['judge']}):",
