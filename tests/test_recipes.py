@@ -31,18 +31,18 @@ def test_which_recipe(kwargs, name):
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_the_recipe_does_not_depend_on_the_device(device):
     cfg, info = resolve_recipe(TrainConfig(device=device), (32, 32))
-    assert info["name"] == "quick" and cfg.model == "DiT-Mi/8"
+    assert info["name"] == "quick" and cfg.model == "DiT-Mi/4"
 
 
-def test_quick_recipe_takes_the_largest_patch_that_fits_the_data():
+def test_quick_recipe_sizes_the_patch_to_the_data():
     assert resolve_recipe(TrainConfig(), (16, 16))[0].model == "DiT-Mi/8"       # 2x2 tokens
-    assert resolve_recipe(TrainConfig(), (28, 28))[0].model == "DiT-Mi/7"       # 4x4 tokens
-    assert resolve_recipe(TrainConfig(), (32, 32))[0].model == "DiT-Mi/8"       # 4x4 tokens
-    assert resolve_recipe(TrainConfig(), (64, 48))[0].model == "DiT-Mi/8"       # 8x6 tokens
+    assert resolve_recipe(TrainConfig(), (28, 28))[0].model == "DiT-Mi/4"       # 7x7 tokens
+    assert resolve_recipe(TrainConfig(), (32, 32))[0].model == "DiT-Mi/4"       # 8x8 tokens
+    assert resolve_recipe(TrainConfig(), (64, 64))[0].model == "DiT-Mi/8"       # 8x8 tokens
     assert resolve_recipe(TrainConfig(recipe="paper"), (32, 32))[0].model == "DiT-S/2"  # 256 tokens
     assert resolve_recipe(TrainConfig(recipe="paper"), (28, 28))[0].model == "DiT-S/2"  # 196 tokens
-    assert patch_for((30, 30)) == 6 and patch_for((8, 8)) == 4 and patch_for((13, 13)) == 1
-    assert patch_for((30, 30), 64) == 3 and patch_for((32, 32), 16) == 8  # nearest in ratio
+    assert patch_for((30, 30), 64) == 3 and patch_for((8, 8), 1) == 4 and patch_for((13, 13), 4) == 1
+    assert patch_for((32, 32), 16) == 8 and patch_for((32, 32), 4) == 8  # at least 2x2 tokens: never p = 16
 
 
 def test_explicit_options_win_and_every_value_says_where_it_came_from():
@@ -51,7 +51,7 @@ def test_explicit_options_win_and_every_value_says_where_it_came_from():
     assert (cfg.batch_size, cfg.warmup_steps, cfg.ema_decay) == (QUICK["batch_size"], QUICK["warmup_steps"],
                                                                  QUICK["ema_decay"])
     assert info["source"]["lr"] == info["source"]["steps"] == "given"
-    assert info["source"]["batch_size"].startswith("recipe") and "16 tokens" in info["source"]["model"]
+    assert info["source"]["batch_size"].startswith("recipe") and "64 tokens" in info["source"]["model"]
     assert info["values"]["lr"] == 5e-4
     paper, _ = resolve_recipe(TrainConfig(model="DiT-S/4", ema_decay=0.999), (32, 32))
     assert (paper.lr, paper.batch_size, paper.ema_decay, paper.model) == (PAPER["lr"], 256, 0.999, "DiT-S/4")
