@@ -36,9 +36,9 @@ def _exercise(notebook: str):
     return register
 
 
-def check(name: str, answer, **context) -> bool:
-    """Check `answer` to exercise `name`: True and a message when right, False when not answered yet, `Wrong`
-    (with a hint) when wrong. `context`: what the exercise refers to in the notebook (e.g. `rows=rows`)."""
+def check(name: str, answer, **context) -> None:
+    """Check `answer` to exercise `name`: prints "correct!" or "not answered yet", raises `Wrong` (with a hint)
+    when wrong. `context`: what the exercise refers to in the notebook (e.g. `rows=rows`)."""
     if name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; known: {', '.join(sorted(EXERCISES))}")
     __tracebackhide__ = True  # IPython and pytest show the check cell, not this module
@@ -48,12 +48,12 @@ def check(name: str, answer, **context) -> bool:
         remark = EXERCISES[name][1](answer, **context)
     except _Unanswered:
         print(f"{name}: not answered yet")
-        return False
+        return
     except Wrong as e:
         hint = str(e)
     else:
         print(f"{name}: correct!" + (f" {remark}" if remark else ""))
-        return True
+        return
     raise Wrong(f"{name}: {hint}") from None
 
 
@@ -90,6 +90,8 @@ def _same_outputs(student_cls, ref_cls, *inputs, dim: int = 32, heads: int = 4):
                                             f"unexpected {list(unexpected)}")
     with torch.no_grad():
         out, want = mine.eval()(*inputs), ref.eval()(*inputs)
+    if out is None:
+        raise _Unanswered
     _expect(out.shape == want.shape, f"the output must have shape {tuple(want.shape)}, got {tuple(out.shape)}")
     _expect(torch.allclose(out, want, atol=1e-5), "same weights, different outputs: check the order of the "
                                                   "sub-layers and where each LayerNorm and residual goes")
@@ -320,7 +322,9 @@ def _closest_patch(answer):
         _expect(_call(answer, size, target) == want, f"wrong for DiT-{size} and {target} Gflops: compare the "
                                                      "Gflops of p = 2, 4, 8 on a log scale")
     fid = {r["model"]: r["fid50k_400k"] for r in paper_table("adaLN-Zero", 256)}
-    return f"DiT-S/4 costs about what DiT-XL/8 does: FID {fid['DiT-S/4']} vs {fid['DiT-XL/8']} in Table 4."
+    p = answer("S", estimate_flops("DiT-XL/8") / 1e9)
+    return (f"DiT-S/{p} costs about what DiT-XL/8 does, with 20× fewer parameters: FID {fid[f'DiT-S/{p}']} vs "
+            f"{fid['DiT-XL/8']} in Table 4.")
 
 
 @_exercise("09_scaling_explorer")
