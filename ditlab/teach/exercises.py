@@ -70,22 +70,31 @@ def _call(fn, *args):
     return out
 
 
+def _randn(*shape, seed: int = 0) -> torch.Tensor:
+    """A fixed probe that leaves the notebook's random state alone."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
 def _close(a, b, rel: float = 0.01) -> bool:
     return abs(float(a) / float(b) - 1) < rel
 
 
 def _same_outputs(student_cls, ref_cls, *inputs, dim: int = 32, heads: int = 4):
     """Build the student's block and ditlab's `ref_cls` as (dim, heads), copy ditlab's perturbed weights into the
-    student's, compare the outputs."""
-    torch.manual_seed(0)
-    ref = ref_cls(dim, heads)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # no zero or unit weights that could hide a mistake
-    mine = student_cls(dim, heads)
+    student's, compare the outputs. The notebook's random state is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ref = ref_cls(dim, heads)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # no zero or unit weights that could hide a mistake
+        mine = student_cls(dim, heads)
     if mine is None or not list(mine.parameters()):
         raise _Unanswered
-    missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+    try:
+        missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+    except RuntimeError as e:  # a shape differs
+        raise Wrong(f"not quite: ditlab's weights do not fit your block's shapes: {e}") from None
     _expect(not missing and not unexpected, f"name the sub-modules like ditlab's block; missing {list(missing)}, "
                                             f"unexpected {list(unexpected)}")
     with torch.no_grad():
@@ -124,7 +133,7 @@ def _tokens_512(answer):
 
 @_exercise("01_patchify")
 def _unpatchify(answer):
-    probe = torch.randn(2, 3, 8, 12)  # C = 3, not square
+    probe = _randn(2, 3, 8, 12)  # C = 3, not square
     for p in (1, 2, 4):
         got = _call(answer, patchify(probe, p), p, 8 // p, 12 // p)
         _expect(torch.equal(got, probe), f"unpatchify(patchify(x)) != x for p = {p} (C = 3, an 8×12 image)")
@@ -170,14 +179,14 @@ def _cos_sim_offsets(answer):
 
 @_exercise("03_conditioning_and_blocks")
 def _cross_attention_block(answer):
-    x, cond = torch.randn(2, 6, 32), torch.randn(2, 2, 32)
+    x, cond = _randn(2, 6, 32), _randn(2, 2, 32, seed=1)
     _same_outputs(answer, CrossAttentionBlock, x, cond)
     return "Self-attention, then cross-attention over [t; y], then the MLP."
 
 
 @_exercise("03_conditioning_and_blocks")
 def _in_context_block(answer):
-    _same_outputs(answer, InContextBlock, torch.randn(2, 6 + 2, 32))
+    _same_outputs(answer, InContextBlock, _randn(2, 6 + 2, 32))
     return "A plain ViT block: t and y ride along as two tokens."
 
 
@@ -260,12 +269,12 @@ def _fake_model(x, t, **kwargs):  # a deterministic stand-in for a DiT: (ε, v) 
 @_exercise("06_sampling")
 def _ddim_eta_step(answer):
     sampler = create_diffusion("10")
-    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = _randn(3, 2, 4, 4)
     for i, eta in ((5, 0.0), (5, 0.7), (1, 1.0)):
         t = torch.full((3,), i)
         want = sampler.ddim_sample(_fake_model, x, t, eta=eta, generator=torch.Generator().manual_seed(1))["sample"]
         eps = _fake_model(x, sampler.timestep_map[t])[:, :2]
-        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+        z = _randn(*x.shape, seed=1)
         got = _call(answer, x, eps, float(sampler.alphas_cumprod[i]), float(sampler.alphas_cumprod_prev[i]), eta, z)
         _expect(torch.allclose(got, want, atol=1e-4), f"wrong for η = {eta}: check σ and the coefficient of ε̂")
     return "η interpolates between deterministic DDIM (0) and ancestral sampling (1)."
@@ -273,7 +282,8 @@ def _ddim_eta_step(answer):
 
 @_exercise("06_sampling")
 def _cfg_forward_images(answer):
-    model = build_model("DiT-Pico/4", input_size=8, depth=1).eval()
+    with torch.random.fork_rng():
+        model = build_model("DiT-Pico/4", input_size=8, depth=1).eval()
     seen, forward = [], model.forward
     model.forward = lambda x, *a, **k: seen.append(len(x)) or forward(x, *a, **k)  # forward_with_cfg calls it
     sample(model, [0, 1, 2], steps=4, sampler="ddim", cfg_scale=4.0, progress=False)
@@ -290,8 +300,15 @@ def _settled_at(answer, rms):
 # ---------------------------------------------------------------- 08 train on a GPU
 
 @_exercise("08_train_on_a_gpu")
-def _step_gflops(answer, forward_gflops, batch):
-    _expect(_close(answer, 3 * forward_gflops * batch), "Gflops of one forward pass × 3 × the batch size")
+def _run_cost(answer):
+    for name, batch, steps in (("DiT-S/2", 256, 400_000), ("DiT-Mi/4", 64, 3000)):
+        forward = estimate_flops(name) / 1e9
+        step_gflops, run_pflops = _call(answer, get_config(name), batch, steps)
+        _expect(_close(step_gflops, 3 * forward * batch), f"wrong Gflops per step for {name}, batch {batch}: one "
+                                                           "forward pass (estimate_flops) × 3 × the batch size")
+        _expect(_close(run_pflops, 3 * forward * batch * steps / 1e6), "the run's Pflops: Gflops per step × steps / 10⁶")
+    eflops = 3 * estimate_flops("DiT-S/2") * 256 * 400_000 / 1e18
+    return f"DiT-S/2 for 400K steps at batch 256 (the paper's recipe) is {eflops:.1f} Eflops of multiply-adds."
 
 
 @_exercise("08_train_on_a_gpu")

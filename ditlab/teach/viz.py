@@ -194,6 +194,11 @@ def similarity_heatmaps(pos_embed, grid: int | tuple[int, int], tokens: Sequence
 # ---------------------------------------------------------------- block diagrams (paper §3.2, Fig. 3)
 
 _COLORS = dict(norm="#f7e6a1", attn="#f4b183", mlp="#9dc3e6", mod="#dddddd", cond="#a9d18e", io="white")
+_HEIGHT, _GAP = dict(mod=0.42, plus=0.36, io=0.4, res=-0.38), 0.38  # box heights (default 0.72); gap between boxes
+
+
+def _height(kind: str) -> float:
+    return _HEIGHT.get(kind, 0.72)
 
 
 def _block_rows(block: str) -> list[tuple]:
@@ -215,7 +220,7 @@ def _block_rows(block: str) -> list[tuple]:
     return rows + [("io", "output tokens (t, y tokens dropped)" if block == "in-context" else "output tokens", None)]
 
 
-def _draw_block(ax, block: str, top: float):
+def _draw_block(ax, block: str, top: float) -> None:
     cx, w, left, right = 0.42, 0.56, 0.06, 0.93
     y, prev, res, side = 0.3, None, [], []
     arrow = dict(arrowstyle="-|>", color="black", lw=0.9, shrinkA=0, shrinkB=0)
@@ -223,7 +228,7 @@ def _draw_block(ax, block: str, top: float):
         if kind == "res":
             res.append(y - 0.2)
             continue
-        h = {"mod": 0.42, "plus": 0.36, "io": 0.4}.get(kind, 0.72)
+        h = _height(kind)
         if prev is not None:
             ax.annotate("", (cx, y), (cx, prev), arrowprops=arrow)
         if kind == "plus":
@@ -239,7 +244,7 @@ def _draw_block(ax, block: str, top: float):
             ax.text(cx, y + h / 2, label, ha="center", va="center", fontsize=7.5)
             if side_label:
                 side.append((y + h / 2, cx + bw / 2, side_label))
-        prev, y = y + h, y + h + 0.38
+        prev, y = y + h, y + h + _GAP
     if block.startswith("adaLN"):  # the regression MLP on c = t + y feeds every Scale / Shift box
         ax.add_patch(FancyBboxPatch((right - 0.07, 0.25), 0.14, 0.5, boxstyle="round,pad=0,rounding_size=0.03",
                                     fc=_COLORS["cond"], ec="black", lw=0.9))
@@ -253,7 +258,6 @@ def _draw_block(ax, block: str, top: float):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, top)
     ax.set_axis_off()
-    return y
 
 
 def block_diagrams(blocks: Sequence[str] = BLOCKS, highlight: str | None = "adaLN-Zero", size: float = 2.9) -> Figure:
@@ -267,8 +271,7 @@ def block_diagrams(blocks: Sequence[str] = BLOCKS, highlight: str | None = "adaL
         raise ValueError(f"highlight must be None or one of {list(BLOCKS)}, got {highlight!r}")
     fig, axes = _figure(1, len(names), (size, 2.1 * size))
     paper = {r["block"]: r for r in paper_table(image_size=256) if r["model"] == "DiT-XL/2"}
-    top = max(0.3 + sum({"mod": 0.8, "plus": 0.74, "io": 0.78, "res": 0}.get(k, 1.1) for k, _, _ in _block_rows(b))
-              for b in names)
+    top = max(0.3 + sum(_height(k) + _GAP for k, _, _ in _block_rows(b)) for b in names)  # res rows add nothing
     for ax, b in zip(axes, names):
         _draw_block(ax, b, top)
         r = paper[b]
