@@ -38,6 +38,13 @@ class ImageDataset(Dataset):
             raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be an integer tensor of class ids, got {labels.dtype}")
+        bad = (labels < 0) | (labels >= len(classes))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"label {i} is {int(labels[i])}, outside the {len(classes)} classes (ids 0.."
+                             f"{len(classes) - 1}); fix the labels or pass all class names")
         self.images, self.labels = images.contiguous(), labels.long()
         self.classes, self.name = list(classes), name
         self._fingerprint = None
