@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import torch
@@ -38,17 +39,36 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            raise ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or corrupt "
-                             f"({str(e).splitlines()[0]}); re-download or re-create it") from None
-        raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
-                         f"containers, which could run arbitrary code. Only weights are loaded "
-                         f"(torch.load weights_only=True). Details: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, IndexError, OSError) as e:  # torch's readers on truncated or random bytes
-        if isinstance(e, (FileNotFoundError, PermissionError)):
-            raise
-        raise ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or corrupt "
-                         f"({type(e).__name__}: {e}); re-download or re-create it") from None
+        if "Unsupported global" in str(e) or _is_pickle(path):
+            raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
+                             f"containers, which could run arbitrary code. Only weights are loaded (torch.load "
+                             f"weights_only=True). Details: {_unpickler_error(e)}") from None
+        raise _unreadable(path, e) from None
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's readers fail in many ways on truncated or random bytes
+        raise _unreadable(path, e) from None
+
+
+def _is_pickle(path) -> bool:
+    """Whether the file parses as a pickle (opcodes only, nothing is run): refused content, not random bytes."""
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+    return True
+
+
+def _unpickler_error(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
+
+
+def _unreadable(path, e: Exception) -> ValueError:
+    return ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or corrupt "
+                      f"({type(e).__name__}: {_unpickler_error(e)[:200]}); re-download or re-create it")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, list | None]:
