@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from ..data import load_dataset
 from ..eval import draw_fig8, estimate_flops, estimate_params, evaluate, feature_stats, get_judge
-from ..io import atomic_write
+from ..io import atomic_write, check_output_dir
 from ..sampling import sample
 from ..training import read_log, train
 
@@ -51,7 +51,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     for p in patches:
         if image_size % p:
             raise ValueError(f"image_size={image_size} is not divisible by patch size {p}")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "out_dir")  # before the data is loaded
     train_set = load_dataset(data, split="train", image_size=image_size)
     real = load_dataset(data, split="test", image_size=image_size)
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
