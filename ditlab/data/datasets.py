@@ -77,17 +77,22 @@ class ImageDataset(Dataset):
     def fingerprint(self):
         """Content hash of images + labels + classes (used to key caches derived from this data)."""
         if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=16)
-            for t in (self.images, self.labels):
-                h.update(str(tuple(t.shape)).encode())
-                h.update(memoryview(t.numpy()).cast("B"))
-            h.update(json.dumps(self.classes).encode())
-            self._fingerprint = h.hexdigest()
+            self._fingerprint = content_hash((self.images, self.labels), self.classes)
         return self._fingerprint
 
     def __repr__(self):
         return (f"ImageDataset(name={self.name!r}, n={len(self)}, channels={self.channels}, "
                 f"image_size={self.image_size}, num_classes={self.num_classes})")
+
+
+def content_hash(tensors, classes) -> str:
+    """A short hex digest of CPU tensors' shapes and bytes plus the class names (a dataset's identity)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(memoryview(t.contiguous().numpy()).cast("B"))
+    h.update(json.dumps(list(classes)).encode())
+    return h.hexdigest()
 
 
 def _save_arrays(path, images, labels, classes):
