@@ -4,7 +4,7 @@ any data is loaded; and the model config sized to the data."""
 import math
 import numbers
 import os
-import types
+import typing
 from dataclasses import dataclass, field, fields
 
 from ..model import DiTConfig, get_config
@@ -90,19 +90,17 @@ class TrainConfig:
 
 
 def _checked_type(name: str, value, annotation):
-    """`value` if it has the field's annotated type (int, float, bool, str, dict, or one of them | None), else a
-    TypeError naming the option; ints and floats (numpy's too) come back as Python numbers."""
-    allowed = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
-    if value is None and type(None) in allowed:
-        return value
+    """`value` if it has the field's annotated type (a class, or a union such as `int | None`), else a TypeError
+    naming the option; ints and floats (numpy's too) come back as Python numbers, booleans are not numbers."""
+    allowed = typing.get_args(annotation) or (annotation,)
     for t in allowed:
         if t is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
         if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
-        if t in (bool, str, dict) and isinstance(value, t):
+        if t not in (int, float) and isinstance(t, type) and isinstance(value, t):
             return value
-    names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+    names = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
     raise TypeError(f"{name} must be {names}, got {type(value).__name__} {value!r}")
 
 

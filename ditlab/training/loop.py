@@ -72,19 +72,15 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         on_rank0(lambda: stack.enter_context(run_folder(cfg.out_dir, cfg.resume, cfg.overwrite)), rank, world, device)
         try:
             return _train(cfg, rank, world, device, callback, dataset)
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not isinstance(e, torch.OutOfMemoryError) and not _is_oom(e):
+        except RuntimeError as e:  # torch.OutOfMemoryError on GPUs, a RuntimeError from the CPU allocator
+            msg = str(e).lower()
+            if not (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg):
                 raise
             raise MemoryError(f"out of memory on {device} with batch_size={cfg.batch_size}: try a smaller --batch-size "
                               f"(e.g. {max(1, cfg.batch_size // 2)}), --grad-checkpointing"
                               + (", or --precision bf16" if device.type == "cuda" else "")
                               + f"; checkpoint.safetensors in {cfg.out_dir} (if any) is kept. "
                               f"({str(e).splitlines()[0][:200]})") from None
-
-
-def _is_oom(e: RuntimeError) -> bool:
-    msg = str(e).lower()
-    return "out of memory" in msg or "can't allocate memory" in msg or "failed to allocate" in msg
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callback, dataset) -> dict:
