@@ -1,6 +1,6 @@
 """Files, folders and devices every layer uses: atomic writes, tensor files, output paths checked before work,
-the cache folder, image grids, the device to run on, and whether the Hugging Face Hub can be reached. Nothing
-here knows about DiT."""
+the cache folder, the committed reference files, image grids, the device to run on, and whether the Hugging Face Hub
+can be reached. Nothing here knows about DiT."""
 import math
 import os
 import socket
@@ -93,6 +93,24 @@ def check_output_dir(path, what: str = "output folder") -> Path:
 def default_cache_dir(cache_dir=None) -> Path:
     """`cache_dir`, else $DITLAB_CACHE, else ~/.cache/ditlab."""
     return Path(cache_dir or os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser()
+
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    """A file of the reference data committed beside the tests, e.g. "official_dit/DiT-tiny-release.pt" (the
+    official DiT code's tiny weights and outputs; tests/fixtures/README.md). Looked up in $DITLAB_FIXTURES, then
+    the repository's tests/fixtures/. Raises FileNotFoundError saying how to get it (an installed package
+    without the repository, e.g. on Colab, has no fixtures)."""
+    roots = [Path(os.environ["DITLAB_FIXTURES"]).expanduser()] if os.environ.get("DITLAB_FIXTURES") else []
+    for root in [*roots, FIXTURES_DIR]:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"reference file {name!r} is neither in $DITLAB_FIXTURES nor in the repository's "
+                            "tests/fixtures/. It ships with the ditlab "
+                            "repository, not with the installed package: clone the repository and install it with "
+                            "`pip install -e .`, or set $DITLAB_FIXTURES to a folder holding tests/fixtures/'s files")
 
 
 # ---- images ---------------------------------------------------------------------------------------------
