@@ -24,9 +24,11 @@ SMOKE = dict(DEMO, model="DiT-Mi/8", model_args={"depth": 2, "hidden_size": 32, 
 SAMPLING = dict(steps=50, sampler="ddim", cfg_scale=4.0, per_class=10)
 
 
-def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None,
+             overwrite: bool = False) -> dict:
+    """The demo; a folder holding an earlier demo is refused unless `overwrite` (it is then replaced)."""
     out = Path(out_dir)
-    options = dict(SMOKE if smoke else DEMO, out_dir=str(out))
+    options = dict(SMOKE if smoke else DEMO, out_dir=str(out), overwrite=overwrite)
     if steps is not None:
         options["steps"] = steps
     t0, c0 = time.perf_counter(), time.process_time()

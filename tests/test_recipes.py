@@ -8,7 +8,7 @@ import torch
 from ditlab.cli import main
 from ditlab.model import get_config
 from ditlab.training import TrainConfig, explain_precision, hardware, resolve_precision, resolve_recipe, train
-from ditlab.training.recipes import LONG_RUN, PAPER, QUICK, choose_recipe, patch_for
+from ditlab.training.recipes import LONG_RUN, PAPER, QUICK, choose_recipe, keep_resumed, patch_for
 
 TINY_ARGS = {"depth": 2, "hidden_size": 32, "num_heads": 2}
 
@@ -60,10 +60,16 @@ def test_explicit_options_win_and_every_value_says_where_it_came_from():
 def test_a_resumed_run_keeps_its_values_unless_given_again():
     stored = dict(recipe="quick", model="DiT-Nano/2", steps=3000, batch_size=32, lr=1e-3, warmup_steps=50,
                   ema_decay=0.999)
-    cfg, info = resolve_recipe(TrainConfig(resume=True, steps=LONG_RUN), (16, 16), stored)  # a long resumed run
-    assert info["name"] == "quick" and cfg.steps == LONG_RUN
+    cfg, kept = keep_resumed(TrainConfig(resume=True, steps=LONG_RUN), stored)  # a long resumed run stays quick
+    cfg, info = resolve_recipe(cfg, (16, 16), kept)
+    assert info["name"] == "quick" and cfg.steps == LONG_RUN and "resumed" in info["why"]
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.warmup_steps) == ("DiT-Nano/2", 32, 1e-3, 50)
     assert info["source"]["steps"] == "given" and info["source"]["lr"] == "the resumed run"
+    # an explicit recipe on resume: its lr, warm-up, EMA and steps; the run's model and batch size
+    cfg, kept = keep_resumed(TrainConfig(resume=True, recipe="paper"), stored)
+    cfg, info = resolve_recipe(cfg, (16, 16), kept)
+    assert (cfg.model, cfg.batch_size) == ("DiT-Nano/2", 32)
+    assert (cfg.lr, cfg.ema_decay, cfg.steps) == (PAPER["lr"], PAPER["ema_decay"], PAPER["steps"])
 
 
 def test_resume_keeps_the_runs_values_for_options_not_given_again(tmp_path):

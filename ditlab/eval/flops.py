@@ -38,27 +38,44 @@ def count_flops(model_or_config, batch_size: int = 1) -> int:
         return analysis.total() // batch_size
 
 
+FLOPS_PARTS = ("patch embedding", "timestep embedding", "attention projections", "attention scores", "MLP",
+               "adaLN", "LayerNorm", "final layer")
+
+
+def flops_breakdown(config) -> dict[str, int]:
+    """Closed-form multiply-adds per image, per component (keys `FLOPS_PARTS`); they sum to `estimate_flops`.
+
+    Per block of width D on T tokens (MLP width H = 4D): attention projections T·4D² (qkv, out), attention scores
+    2T²D (QKᵀ and A·V), MLP 2TDH, adaLN 6D² (4D² for adaLN; once per image, on c), LayerNorm 4 or 5 flops per
+    element (fvcore's count, without/with affine). Outside the blocks: the patch embedding T·p²C·D, the timestep
+    MLP 256D + D² (the label embedding is a lookup: 0), the final layer T·D·p²C_out (+ its adaLN 2D²)."""
+    c = _config(config)
+    D, T, L, p2 = c.hidden_size, c.num_tokens, c.depth, c.patch_size**2
+    H = int(D * c.mlp_ratio)
+    ln, ln_affine = 4 * D, 5 * D  # per token
+    Tb = T + 2 if c.block == "in-context" else T  # in-context blocks also carry the t and y tokens
+    proj, scores = Tb * 4 * D * D, 2 * Tb * Tb * D
+    if c.block == "cross-attention":  # q on T tokens, k/v on the 2 conditioning tokens, out projection
+        proj += T * D * D + 2 * 2 * D * D + T * D * D
+        scores += 2 * T * 2 * D
+    adaptive = c.block.startswith("adaLN")
+    ada = {"adaLN-Zero": 6 * D * D, "adaLN": 4 * D * D}.get(c.block, 0)
+    norms = {"cross-attention": 3 * T * ln_affine, "in-context": 2 * Tb * ln_affine}.get(c.block, 2 * T * ln)
+    return {
+        "patch embedding": T * c.in_channels * p2 * D,
+        "timestep embedding": 256 * D + D * D,
+        "attention projections": L * proj,
+        "attention scores": L * scores,
+        "MLP": L * Tb * 2 * D * H,
+        "adaLN": L * ada + (2 * D * D if adaptive else 0),
+        "LayerNorm": L * norms + T * (ln if adaptive else ln_affine),
+        "final layer": T * D * p2 * c.out_channels,
+    }
+
+
 def estimate_flops(config) -> int:
     """Closed-form multiply-adds per image, the same terms fvcore counts (linears, conv, attention, LayerNorm)."""
-    c = _config(config)
-    D, T, L = c.hidden_size, c.num_tokens, c.depth
-    H = int(D * c.mlp_ratio)
-    ln = 4 * D  # fvcore: 4 flops per element for a LayerNorm without affine parameters, 5 with
-    ln_affine = 5 * D
-    patch = T * c.in_channels * c.patch_size**2 * D
-    t_mlp = 256 * D + D * D
-    if c.block == "in-context":
-        Tb = T + 2
-        block = Tb * (3 * D * D + D * D + 2 * D * H) + 2 * Tb * Tb * D + 2 * Tb * ln_affine
-    else:
-        block = T * (3 * D * D + D * D + 2 * D * H) + 2 * T * T * D  # qkv, proj, mlp, attention
-        if c.block == "cross-attention":  # q on T tokens, k/v on 2 tokens, attention over 2 keys, out proj
-            block += T * D * D + 2 * 2 * D * D + 2 * T * 2 * D + T * D * D + 3 * T * ln_affine
-        else:
-            block += (6 if c.block == "adaLN-Zero" else 4) * D * D + 2 * T * ln
-    adaptive = c.block.startswith("adaLN")
-    final = T * D * c.patch_size**2 * c.out_channels + (2 * D * D + T * ln if adaptive else T * ln_affine)
-    return patch + t_mlp + L * block + final
+    return sum(flops_breakdown(config).values())
 
 
 def count_params(model_or_config) -> int:

@@ -5,6 +5,8 @@
     recipes.py   recipes by scale: the hyper-parameters of the options a run leaves unset (quick / paper)
     ema.py       the EMA of the weights that samples are drawn from
     state.py     the resumable state (weights, EMA, optimizer, RNG) in one atomic safetensors file
+    rundir.py    the run folder: a lock, no silent clobbering (resume / overwrite), orphaned temp files removed
+    resume.py    what a resumed run may change: applied and reported, or refused
     log.py       log.csv, one row per logged step
     loop.py      train(): the loop itself
     verdict.py   the end of a run: a guided sample grid judged against the expected range, with a hint

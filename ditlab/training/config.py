@@ -1,10 +1,16 @@
-"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), and the
-model config sized to the data."""
+"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), checked
+when it is made — types from the field annotations, ranges and the model below — so that bad options fail before
+any data is loaded; and the model config sized to the data."""
+import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields
 
 from ..model import DiTConfig, get_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 RECIPE_NAMES = ("auto", "quick", "paper")
 RECIPE_FIELDS = ("model", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe decides
 
@@ -32,7 +38,7 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_checkpointing: bool = False
     precision: str = "auto"  # auto: bf16 on GPUs that have it (fp16 + grad scaler on older ones); on CPUs bf16
-    #                          where the CPU has native bf16 and the model is wide enough to gain (hardware.py)
+    #                          where the CPU has native bf16 and the model is large enough to gain (hardware.py)
     compile: bool = False
     seed: int = 0
     device: str = "auto"
@@ -42,28 +48,51 @@ class TrainConfig:
     sample_steps: int = 25
     sample_cfg: float = 4.0
     verdict: bool = True  # end by judging a guided sample grid (data with a judge: digits, MNIST, CIFAR-10)
-    resume: bool = False
+    resume: bool = False  # continue the run in out_dir from its checkpoint (what may change: resume.py)
+    overwrite: bool = False  # a new run into a folder holding a run deletes that run first (else: refused)
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps"):
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)
+        for f in fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), f.type))
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps", "image_size", "limit"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            if v is not None and v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.sample_steps > DIFFUSION_STEPS:
+            raise ValueError(f"sample_steps must be at most {DIFFUSION_STEPS} (the diffusion's steps), got {self.sample_steps}")
         if self.sample_every < 0:
-            raise ValueError(f"sample_every must be >= 0, got {self.sample_every}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        for name, ok, rule in [("lr", self.lr is None or self.lr > 0, "> 0"),
+                               ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
+                               ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+                               ("sample_cfg", True, "a finite guidance scale (1: none)")]:
+            v = getattr(self, name)
+            if not ok or (v is not None and not math.isfinite(v)):
+                raise ValueError(f"{name} must be {rule}, got {v!r}")
         if self.recipe not in RECIPE_NAMES:
             raise ValueError(f"recipe must be one of {list(RECIPE_NAMES)}, got {self.recipe!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
+        # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
+        # (model=None: the recipe picks a patch that fits the data; model_args are checked on DiT-Mi/1)
+        model = self.model or "DiT-Mi/1"
+        try:
+            patch = get_config(model, **self.model_args).patch_size
+            get_config(model, **{"input_size": self.image_size or patch, **self.model_args,
+                                      "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
+        except ValueError as e:
+            raise ValueError(f"model={self.model!r}, model_args={self.model_args}"
+                             + (f", image_size={self.image_size}" if self.image_size else "") + f": {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -71,6 +100,25 @@ class TrainConfig:
         if set(d) - known:
             raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
         return cls(**d)
+
+
+def _checked_type(name: str, value, annotation):
+    """`value` if it has the field's annotated type (a class, or a union such as `int | None`), else a TypeError
+    naming the option; ints and floats (numpy's too) come back as Python numbers, booleans are not numbers."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    for t in allowed:
+        if t is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if t not in (int, float) and isinstance(t, type) and isinstance(value, t):
+            return value
+    names = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+    raise TypeError(f"{name} must be {names}, got {type(value).__name__} {value!r}")
+
+
+_TYPE_NAMES = {int: "an int", float: "a number", bool: "True or False", str: "a string", dict: "a dict",
+               type(None): "None"}
 
 
 def build_model_config(cfg: TrainConfig, data) -> DiTConfig:

@@ -1,4 +1,4 @@
-"""Where and how a run computes: the device, the precision (bf16 / fp16 + grad scaler / fp32) and DDP processes."""
+"""How a run computes: the precision (bf16 / fp16 + grad scaler / fp32; bf16 on CPUs where it pays) and DDP processes."""
 import os
 from pathlib import Path
 
@@ -6,12 +6,30 @@ import torch
 import torch.distributed as dist
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
+def init_distributed() -> tuple[int, int]:
+    """(rank, world_size), starting the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def on_rank0(fn, rank: int, world: int, device: torch.device) -> None:
+    """Run `fn()` on rank 0 only (e.g. taking the run folder); when it raises, the other ranks raise too instead
+    of waiting for rank 0 forever."""
+    error = None
+    if rank == 0:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - shared with the other ranks, then re-raised below
+            error = e
+    if world > 1:
+        ok = torch.tensor([int(error is None)], device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if error is None and not ok.item():
+            raise RuntimeError("rank 0 could not start the run; its error message says why")
+    if error is not None:
+        raise error
 
 
 def cpu_has_native_bf16() -> bool:
@@ -31,31 +49,6 @@ def cpu_flags() -> set[str]:
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world_size), starting the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world_size), starting the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        # a T4 emulates bf16 slowly: only native support counts
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-    return "fp32"
-
-
 # bf16 on a CPU pays only where the matmuls are big enough to hide the casts: measured with
 # benchmarks/cpu_precision.py (README "Precision on a CPU"); below this width autocast is slower than fp32.
 CPU_BF16_MIN_WIDTH = 128
@@ -64,7 +57,7 @@ CPU_BF16_MIN_TOKENS = 64
 
 def explain_precision(precision: str, device: torch.device, config=None) -> tuple[str, str]:
     """(precision, why) for a run: "auto" picks bf16 on GPUs that have it natively, fp16 + grad scaler on older
-    GPUs; on CPUs bf16 where the CPU has native bf16 and the model (a DiTConfig) is wide enough to gain, else fp32."""
+    GPUs; on CPUs bf16 where the CPU has native bf16 and the model (a DiTConfig) is large enough to gain, else fp32."""
     if precision != "auto":
         return precision, "given"
     if device.type == "cuda":

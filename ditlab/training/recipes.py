@@ -71,31 +71,32 @@ def _tokens(hw, p) -> str:
     return f"{hw[0] // p}x{hw[1] // p} = {hw[0] * hw[1] // p ** 2} tokens at {hw[0]}x{hw[1]}"
 
 
-def resolve_recipe(cfg: TrainConfig, hw: tuple[int, int], stored: dict | None = None) -> tuple[TrainConfig, dict]:
+def keep_resumed(cfg: TrainConfig, stored: dict) -> tuple[TrainConfig, tuple]:
+    """A resumed run keeps its recipe and the values of the options not given again -> (config, names kept).
+    An explicit `recipe` on resume gives the unset lr, warm-up, EMA decay and steps that recipe's values instead;
+    model and batch size stay the run's either way (they fix the model and the order of the data: resume.py)."""
+    fixed = ("model", "batch_size") if cfg.recipe != "auto" else RECIPE_FIELDS
+    kept = {k: stored[k] for k in fixed if getattr(cfg, k) is None and k in stored}
+    if cfg.recipe == "auto" and "recipe" in stored:
+        kept["recipe"] = stored["recipe"]
+    return replace(cfg, **kept), tuple(kept)
+
+
+def resolve_recipe(cfg: TrainConfig, hw: tuple[int, int], kept: tuple = ()) -> tuple[TrainConfig, dict]:
     """Fill the unset (None) RECIPE_FIELDS of cfg -> (resolved config, info for config.json and the printout).
 
-    hw: the model's input size. stored: the `train` section of a resumed run's config.json; a resumed run keeps
-    its recipe and values for the options not given again."""
-    if stored is not None:
-        kept = {k: stored[k] for k in (*RECIPE_FIELDS, "recipe") if getattr(cfg, k) in (None, "auto") and k in stored}
-        cfg = replace(cfg, **kept)
+    hw: the model's input size (H, W); kept: the options a resumed run kept (`keep_resumed`)."""
     name, why = choose_recipe(cfg)
+    if "recipe" in kept:
+        why = "the resumed run's recipe"
     values, notes = recipe_values(name, hw)
-    source, resolved = {}, {}
-    for k in RECIPE_FIELDS:
-        given = getattr(cfg, k)
-        if stored is not None and k in stored and given == stored[k]:
-            source[k] = "the resumed run"  # given now or kept: the run's value either way
-        elif given is not None:
-            source[k] = "given"
-        else:
-            source[k] = "recipe" + (f": {notes[k]}" if k in notes else "")
-        resolved[k] = values[k] if given is None else given
-    cfg = replace(cfg, recipe=name, **resolved)
+    source = {k: "the resumed run" if k in kept else "given" if getattr(cfg, k) is not None
+              else "recipe" + (f": {notes[k]}" if k in notes else "") for k in RECIPE_FIELDS}
+    cfg = replace(cfg, recipe=name, **{k: values[k] for k in RECIPE_FIELDS if getattr(cfg, k) is None})
     return cfg, dict(name=name, why=why, values={k: getattr(cfg, k) for k in RECIPE_FIELDS}, source=source)
 
 
-def describe(info: dict, precision: str, precision_why: str) -> str:
+def format_recipe(info: dict, precision: str, precision_why: str) -> str:
     """The lines `train()` prints before training: the recipe, why, each value and where it came from."""
     lines = [f"recipe: {info['name']} ({info['why']})"]
     for k, v in info["values"].items():
