@@ -1,6 +1,6 @@
 """The `ditlab` command line.
 
-  ditlab demo                      train a small DiT on the built-in digits, sample, judge (≤ 10 min on a CPU)
+  ditlab demo                      train a small DiT on the built-in digits, sample, judge (minutes on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
   ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
   ditlab flops                     params and Gflops of the paper's configs next to Table 4
