@@ -127,7 +127,9 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
 
 def load_model(path: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
     """A DiT in eval mode from any supported checkpoint; the config comes from `config`, the file's metadata,
-    a `config.json` beside it, the official train args, or the tensor shapes, in that order."""
+    a `config.json` beside it, the official train args, or the tensor shapes, in that order.
+    `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for:
+    {"objective": "ddpm"} (the paper's, and every non-ditlab file) or {"objective": "flow", "path": ..., ...}."""
     sd, stored = read_checkpoint(path)
     if config is not None:
         cfg = _as_config(config)
@@ -137,16 +139,18 @@ def load_model(path: str | os.PathLike, config=None, device: str | torch.device 
         cfg = infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
-    model.classes = _class_names(Path(path))
+    meta = read_metadata(path)
+    model.classes = json.loads(meta["classes"]) if "classes" in meta else None
+    model.objective = json.loads(meta["objective"]) if "objective" in meta else {"objective": "ddpm"}
     return model.to(device).eval()
 
 
-def _class_names(path: Path) -> list[str] | None:
-    """Class names stored in a ditlab file's metadata, if any."""
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The string metadata of a ditlab safetensors file (or of a run folder's EMA file); {} for other formats."""
+    path = Path(path)
     if path.is_dir():
         path = next((path / n for n in ("ema.safetensors", "model.safetensors") if (path / n).exists()), path)
     if path.suffix != ".safetensors":
-        return None
+        return {}
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["classes"]) if "classes" in meta else None
+        return f.metadata() or {}
