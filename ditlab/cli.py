@@ -79,7 +79,8 @@ def cmd_demo(args) -> None:
 def cmd_scaling(args) -> None:
     kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
               image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-              samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
+              samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
+              out_dir=args.out_dir,
               reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
@@ -93,10 +94,11 @@ def cmd_scaling(args) -> None:
 def cmd_objectives(args) -> None:
     kw = dict(runs=args.runs.split(","), model=args.model, data=args.data, image_size=args.image_size, steps=args.steps,
               batch_size=args.batch_size, lr=args.lr, nfes=[int(n) for n in args.nfes.split(",")],
-              samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
+              samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
+              out_dir=args.out_dir,
               reuse=not args.retrain)
     if args.smoke:
-        kw.update(steps=3, nfes=[2, 4], samples_per_class=2, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
+        kw.update(steps=3, nfes=[2, 4], samples_per_class=1, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
     rows = run_objectives(**kw)
     print(markdown_table(rows))
     print(f"wrote {args.out_dir}/objectives.csv, objectives.png and objectives_grids.png")
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lr", type=float, default=2e-3)
     o.add_argument("--nfes", default="4,8,16,32,64", help="function evaluations to judge each run at")
     o.add_argument("--samples-per-class", type=int, default=50)
-    o.add_argument("--cfg-scale", type=float, default=4.0)
+    o.add_argument("--cfg-scales", default="1,4", help="guidance scales to judge at: unguided FD, guided accuracy")
     o.add_argument("--out-dir", default="runs/objectives")
     o.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
     o.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the result")

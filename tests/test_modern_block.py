@@ -163,3 +163,10 @@ def test_pos_embed_none_relies_on_rope():
             same = torch.allclose(torch.roll(model(x, t, y), 4, dims=-1), model(torch.roll(x, 4, dims=-1), t, y),
                                   atol=1e-5)
         assert same != rope
+
+
+def test_diffusers_conversion_refuses_the_modern_block():
+    from ditlab.hub.interop import diffusers_config
+
+    with pytest.raises(ValueError, match="modern block's options {'rope': True}"):
+        diffusers_config(get_config("DiT-S/2", rope=True))
