@@ -79,8 +79,7 @@ def cmd_demo(args) -> None:
 def cmd_scaling(args) -> None:
     kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
               image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-              samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
-              out_dir=args.out_dir,
+              samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
               reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
