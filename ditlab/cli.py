@@ -15,8 +15,8 @@ from dataclasses import MISSING, fields
 from .checkpoint import load_model
 from .demo import run_demo
 from .eval import flops_table, format_table
-from .io import save_tensors
-from .sampling import SAMPLERS, sample
+from .io import check_output_file, resolve_device, save_tensors
+from .sampling import SAMPLERS, check_sample_args, sample
 from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
@@ -58,6 +58,15 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
+    # everything that can be checked is, before the model is loaded and sampled
+    check_sample_args(args.steps, args.sampler, args.cfg_scale, args.eta, args.seed, args.guidance_channels)
+    for name in ("nrow", "per_class"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}")
+    check_output_file(args.out, "--out")
+    if args.tensors:
+        check_output_file(args.tensors, "--tensors")
+    resolve_device(args.device or "cpu")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     model = load_model(args.ckpt, device=args.device or "cpu")
     if labels is None:
@@ -73,7 +82,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps)
+    run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps, overwrite=args.overwrite)
 
 
 def cmd_scaling(args) -> None:
@@ -173,16 +182,41 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="runs/demo")
     d.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     d.add_argument("--smoke", action="store_true", help="a tiny run that checks the pipeline in seconds")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir (else refused)")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def _negative_values(argv: list[str]) -> list[str]:
+    """`--lr -1e-3` -> `--lr=-1e-3`: argparse takes "-1e-3" for an option (it knows only "-1" and "-.5" as numbers)."""
+    out = []
+    for tok in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and tok.startswith("-") and _is_number(tok):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError, MemoryError) as e:  # OSError: files, disk, network
         sys.exit(f"ditlab {args.command}: error: {e}")
+    except KeyboardInterrupt:
+        print(f"\nditlab {args.command}: interrupted (Ctrl-C)"
+              + ("; the run keeps its last checkpoint: continue it with --resume" if args.command == "train" else ""),
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

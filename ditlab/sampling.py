@@ -2,9 +2,12 @@
 `steps`, with classifier-free guidance; or any diffusers scheduler (see `ditlab.hub.interop`). A model trained
 with flow matching (SiT; `model.objective`, recorded in its checkpoint) is sampled with the ODE/SDE samplers
 of `ditlab.diffusion.flow_sampling` instead; each family refuses the other's models."""
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import load_model
@@ -12,7 +15,7 @@ from .data.imagenet import imagenet_names
 from .diffusion import create_diffusion, sample_with_scheduler
 from .diffusion.flow import FlowMatching, create_flow
 from .diffusion.flow_sampling import ode_sample, ode_sample_progressive, sampling_grid, sde_sample_progressive
-from .io import save_grid
+from .io import resolve_device, save_grid
 from .model import DiT
 
 DDPM_SAMPLERS = ("ddim", "ddpm")
@@ -34,15 +37,25 @@ class Samples:
 
 def parse_labels(labels, num_classes: int, classes: list | None = None) -> torch.Tensor:
     """Ids or class names (case-insensitive; an entry of `classes` may be a list of synonyms) -> (N,) long
-    tensor; out-of-range ids and unknown names raise ValueError."""
-    if isinstance(labels, (int, str)):
+    tensor; out-of-range ids and unknown names raise ValueError, floats and booleans TypeError."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    if isinstance(labels, np.ndarray):
+        if not np.issubdtype(labels.dtype, np.integer):  # floats and booleans are not class ids
+            raise TypeError(f"labels must be class ids (ints) or names (str), got an array of {labels.dtype}")
+        labels = labels.reshape(-1).tolist()
+    elif isinstance(labels, (str, numbers.Number)):
         labels = [labels]
+    elif not isinstance(labels, (list, tuple)):
+        raise TypeError(f"labels must be a class id, a class name, or a list of them, got {type(labels).__name__}")
     names = {}
     for i, c in enumerate(classes or []):
         for alias in [c] if isinstance(c, str) else c:
             names.setdefault(alias.lower(), i)
     out = []
     for lab in labels:
+        if isinstance(lab, bool) or not isinstance(lab, (str, numbers.Integral)):
+            raise TypeError(f"labels must be class ids (ints) or names (str), got {type(lab).__name__} {lab!r}")
         if isinstance(lab, str) and not lab.strip().lstrip("-").isdigit():
             if lab.lower() not in names:
                 shown = [c if isinstance(c, str) else c[0] for c in (classes or [])]
@@ -57,6 +70,25 @@ def parse_labels(labels, num_classes: int, classes: list | None = None) -> torch
     if not out:
         raise ValueError("labels must not be empty")
     return torch.tensor(out, dtype=torch.long)
+
+
+def check_sample_args(steps, sampler, cfg_scale, eta, seed, guidance_channels) -> None:
+    """The sampling options of `sample()`, checked before any model is loaded (the CLI calls it first too)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+        raise ValueError(f"steps must be an int in [1, 1000], got {steps!r}")
+    is_scheduler = hasattr(sampler, "set_timesteps") and hasattr(sampler, "step")
+    if not is_scheduler and sampler is not None and sampler not in SAMPLERS:  # None: the model's default
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)} or a diffusers scheduler, got {sampler!r}")
+    for name, v in (("cfg_scale", cfg_scale), ("eta", eta)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}: a NaN or infinite guidance scale gives black images")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if guidance_channels is not None and (isinstance(guidance_channels, bool) or not isinstance(guidance_channels, int)
+                                          or guidance_channels < 1):
+        raise ValueError(f"guidance_channels must be None or a positive int, got {guidance_channels!r}")
 
 
 def _classes_of(model: DiT) -> list[str] | None:
@@ -121,12 +153,11 @@ def sample(model, labels, *, steps: int = 50, sampler=None, cfg_scale: float = 4
     while t (0 noise, 1 data) is in the interval, plain conditional elsewhere (Kynkäänniemi et al. 2024).
     vae: a diffusers AutoencoderKL to decode latents (x / 0.18215). Reproducible per seed.
     """
+    check_sample_args(steps, sampler, cfg_scale, eta, seed, guidance_channels)
     if not isinstance(model, torch.nn.Module):
         model = load_model(model, device=device or "cpu")
     c = model.config
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
-        raise ValueError(f"steps must be an int in [1, 1000], got {steps!r}")
-    is_scheduler = hasattr(sampler, "set_timesteps") and hasattr(sampler, "step")
+    is_scheduler = sampler is not None and not isinstance(sampler, str)
     sampler = samplers_for(model)[0] if sampler is None else sampler
     _check_sampler(model, sampler, is_scheduler)
     flow = is_flow(model)
@@ -142,7 +173,7 @@ def sample(model, labels, *, steps: int = 50, sampler=None, cfg_scale: float = 4
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with label dropout (a null class); "
                          "this one has class_dropout_prob=0: use cfg_scale=1")
     y = parse_labels(labels, c.num_classes, classes or _classes_of(model))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.eval()
     y = y.to(device)
     n = len(y)

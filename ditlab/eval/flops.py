@@ -62,40 +62,51 @@ def _mlp_width(c: DiTConfig) -> int:
     return swiglu_hidden(hidden) if c.mlp == "swiglu" else hidden
 
 
-def _self_attention(c: DiTConfig, tokens: int) -> int:
-    """qkv, out projection, Q·Kᵀ and A·V over `tokens` tokens; QK-norm (4 per element of q and k, each
-    tokens × D) and RoPE (the rotation einsum: 2 multiply-adds per element of q and k)."""
-    D = c.hidden_size
-    flops = tokens * 4 * D * D + 2 * tokens * tokens * D
-    if c.qk_norm:
-        flops += 2 * tokens * D * 4
-    if c.rope:
-        flops += 2 * 2 * tokens * D
-    return flops
+FLOPS_PARTS = ("patch embedding", "timestep embedding", "attention projections", "attention scores", "MLP",
+               "adaLN", "LayerNorm", "final layer")
+
+
+def flops_breakdown(config) -> dict[str, int]:
+    """Closed-form multiply-adds per image, per component (keys `FLOPS_PARTS`); they sum to `estimate_flops`.
+
+    Per block of width D on T tokens (MLP width H = 4D): attention projections T·4D² (qkv, out), attention scores
+    2T²D (QKᵀ and A·V), MLP 2TDH, adaLN 6D² (4D² for adaLN; once per image, on c), LayerNorm 4 or 5 flops per
+    element (fvcore's count, without/with affine). Outside the blocks: the patch embedding T·p²C·D, the timestep
+    MLP 256D + D² (the label embedding is a lookup: 0), the final layer T·D·p²C_out (+ its adaLN 2D²).
+    The modern block's options land in the same parts: SwiGLU in "MLP" (3 matrices of ⅔ width), RMSNorm (one flop
+    per element less) and QK-norm (4 per element of q and k) in "LayerNorm", RoPE's rotation (2 multiply-adds per
+    element of q and k) in "attention scores"."""
+    c = _config(config)
+    D, T, L, p2 = c.hidden_size, c.num_tokens, c.depth, c.patch_size**2
+    H = _mlp_width(c)
+    ln, ln_affine = _norm(c, False), _norm(c, True)  # per token
+    Tb = T + 2 if c.block == "in-context" else T  # in-context blocks also carry the t and y tokens
+    proj, scores = Tb * 4 * D * D, 2 * Tb * Tb * D
+    qk = 2 * Tb * D * 4 if c.qk_norm else 0  # an affine RMSNorm on q and on k (Tb × D elements each)
+    scores += 2 * 2 * Tb * D if c.rope else 0
+    if c.block == "cross-attention":  # q on T tokens, k/v on the 2 conditioning tokens, out projection
+        proj += T * D * D + 2 * 2 * D * D + T * D * D
+        scores += 2 * T * 2 * D
+        qk += (T + 2) * D * 4 if c.qk_norm else 0
+    adaptive = c.block.startswith("adaLN")
+    ada = {"adaLN-Zero": 6 * D * D, "adaLN": 4 * D * D}.get(c.block, 0)
+    norms = {"cross-attention": 3 * T * ln_affine, "in-context": 2 * Tb * ln_affine}.get(c.block, 2 * T * ln)
+    return {
+        "patch embedding": T * c.in_channels * p2 * D,
+        "timestep embedding": 256 * D + D * D,
+        "attention projections": L * proj,
+        "attention scores": L * scores,
+        "MLP": L * Tb * (3 if c.mlp == "swiglu" else 2) * D * H,
+        "adaLN": L * ada + (2 * D * D if adaptive else 0),
+        "LayerNorm": L * (norms + qk) + T * (ln if adaptive else ln_affine),
+        "final layer": T * D * p2 * c.out_channels,
+    }
 
 
 def estimate_flops(config) -> int:
     """Closed-form multiply-adds per image, the same terms fvcore counts (linears, conv, attention, norms, the
-    RoPE einsum), for every block design and every modern-block option."""
-    c = _config(config)
-    D, T, L, H = c.hidden_size, c.num_tokens, c.depth, _mlp_width(c)
-    mlp = (3 if c.mlp == "swiglu" else 2) * D * H  # per token: fc1 (D -> H or 2H) and fc2 (H -> D)
-    patch = T * c.in_channels * c.patch_size**2 * D
-    t_mlp = 256 * D + D * D
-    if c.block == "in-context":
-        Tb = T + 2
-        block = _self_attention(c, Tb) + Tb * mlp + 2 * Tb * _norm(c, True)
-    else:
-        block = _self_attention(c, T) + T * mlp
-        if c.block == "cross-attention":  # q on T tokens, k/v on 2 tokens, attention over 2 keys, out proj
-            block += T * D * D + 2 * 2 * D * D + 2 * T * 2 * D + T * D * D + 3 * T * _norm(c, True)
-            block += (T + 2) * D * 4 if c.qk_norm else 0
-        else:
-            block += (6 if c.block == "adaLN-Zero" else 4) * D * D + 2 * T * _norm(c, False)
-    adaptive = c.block.startswith("adaLN")
-    final = T * D * c.patch_size**2 * c.out_channels + (2 * D * D + T * _norm(c, False) if adaptive
-                                                        else T * _norm(c, True))
-    return patch + t_mlp + L * block + final
+    RoPE einsum), for every block design and every modern-block option: the sum of `flops_breakdown`."""
+    return sum(flops_breakdown(config).values())
 
 
 def count_params(model_or_config) -> int:

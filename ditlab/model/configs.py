@@ -114,14 +114,17 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown DiTConfig fields {sorted(unknown)}; valid fields: {sorted(known)}")
+        _check_fields(d)
         return cls(**d)
 
     def replace(self, **changes) -> "DiTConfig":
         return replace(self, **changes)
+
+
+def _check_fields(names) -> None:
+    known = {f.name for f in fields(DiTConfig)}
+    if set(names) - known:
+        raise ValueError(f"unknown DiTConfig fields {sorted(set(names) - known)}; valid fields: {sorted(known)}")
 
 
 def config_names(paper_only: bool = False) -> list[str]:
@@ -139,6 +142,7 @@ def get_config(name: str, **overrides) -> DiTConfig:
     if size not in SIZES or not patch.isdigit():
         raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())} "
                          f"(any patch size p works as 'DiT-<size>/<p>')")
+    _check_fields(overrides)
     depth, hidden, heads = SIZES[size]
     base = dict(patch_size=int(patch), hidden_size=hidden, depth=depth, num_heads=heads)
     if size not in PAPER_SIZES:

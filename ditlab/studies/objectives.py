@@ -24,7 +24,7 @@ from matplotlib.ticker import NullLocator
 
 from ..data import load_dataset
 from ..eval import estimate_flops, estimate_params, evaluate, feature_stats, get_judge
-from ..io import atomic_write, make_grid
+from ..io import atomic_write, check_output_dir, make_grid
 from ..sampling import sample
 from ..training import read_log, train
 from .runs import logged_steps, read_rows, train_seconds, write_rows
@@ -63,7 +63,7 @@ def run_objectives(runs=tuple(RECIPES), model="DiT-Nano/2", data="digits", image
         raise ValueError(f"nfes must be positive ints, e.g. {list(NFES)}, got {nfes!r}")
     if not cfg_scales or any(not s >= 1 for s in cfg_scales):
         raise ValueError(f"cfg_scales must be guidance scales >= 1, e.g. {list(CFG_SCALES)}, got {cfg_scales!r}")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "out_dir")  # before the data is loaded
     train_set = load_dataset(data, split="train", image_size=image_size)
     real = load_dataset(data, split="test", image_size=image_size)
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
@@ -78,7 +78,8 @@ def run_objectives(runs=tuple(RECIPES), model="DiT-Nano/2", data="digits", image
         t0 = time.perf_counter()
         run = train(model=model, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
                     seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
-                    log_every=max(1, steps // 20), progress=progress, resume=done, **kw)
+                    log_every=max(1, steps // 20), progress=progress, resume=done, overwrite=not done,
+                    **kw)  # a run not reused is started over
         seconds = train_seconds(run_dir) if done else time.perf_counter() - t0
         ema, c = run["ema"], run["config"]
         settings = dict(model=model, data=str(data), image_size=image_size, lr=lr, train_steps=steps,

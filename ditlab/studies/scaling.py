@@ -6,7 +6,6 @@ accuracy). Writes `scaling.csv` and `scaling.png` (quality against Gflops, besid
 """
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from matplotlib.figure import Figure
 
 from ..data import load_dataset
 from ..eval import draw_fig8, estimate_flops, estimate_params, evaluate, feature_stats, get_judge
+from ..io import check_output_dir
 from ..sampling import sample
 from ..training import read_log, train
 from .runs import logged_steps, read_rows, train_seconds, write_rows
@@ -43,13 +43,14 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
 
     cfg_scale=1 (no guidance) is the protocol of the paper's Table 4 / Fig. 8 FIDs: guidance trades diversity for
     fidelity and, at scale 4, hides the differences between models. reuse: a run folder that already holds a
-    checkpoint of at most `steps` steps is resumed (or, if finished, only re-judged) instead of retrained."""
+    checkpoint of at most `steps` steps is resumed (or, if finished, only re-judged) instead of retrained; any
+    other run folder (every one with reuse=False) is cleared and trained from scratch."""
     if not sizes or not patches:
         raise ValueError("sizes and patches must be non-empty")
     for p in patches:
         if image_size % p:
             raise ValueError(f"image_size={image_size} is not divisible by patch size {p}")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "out_dir")  # before the data is loaded
     train_set = load_dataset(data, split="train", image_size=image_size)
     real = load_dataset(data, split="test", image_size=image_size)
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
@@ -67,7 +68,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
             run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
                         seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
                         log_every=max(1, steps // 20), progress=progress,
-                        resume=done is not None)
+                        resume=done is not None, overwrite=done is None)  # a run not reused is started over
             seconds = time.perf_counter() - t0 if not done else train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
             s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)

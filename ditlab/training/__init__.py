@@ -4,6 +4,8 @@
     hardware.py  device, precision (bf16 / fp16 + grad scaler / fp32) and DDP processes
     ema.py       the EMA of the weights that samples are drawn from
     state.py     the resumable state (weights, EMA, optimizer, RNG) in one atomic safetensors file
+    rundir.py    the run folder: a lock, no silent clobbering (resume / overwrite), orphaned temp files removed
+    resume.py    what a resumed run may change: applied and reported, or refused
     log.py       log.csv, one row per logged step
     loop.py      train(): the loop itself
 """

@@ -1,5 +1,11 @@
-"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), the
-model config sized to the data, and the training objective (DDPM as in the paper, or flow matching as in SiT)."""
+"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), checked
+when it is made — types from the field annotations, ranges and the model below — so that bad options fail before
+any data is loaded; the model config sized to the data; and the training objective (DDPM as in the paper, or
+flow matching as in SiT)."""
+import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields
 
 from ..diffusion import GaussianDiffusion, create_diffusion
@@ -11,6 +17,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OBJECTIVES = ("ddpm", "flow")
 FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": LOSS_WEIGHTS[1:],
                "t_sampling": T_SAMPLINGS}
+DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 
 
 @dataclass
@@ -47,24 +54,32 @@ class TrainConfig:
     sample_every: int = 500  # 0: never; an EMA sample grid PNG under samples/
     sample_steps: int = 25
     sample_cfg: float = 4.0
-    resume: bool = False
+    resume: bool = False  # continue the run in out_dir from its checkpoint (what may change: resume.py)
+    overwrite: bool = False  # a new run into a folder holding a run deletes that run first (else: refused)
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps"):
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)
+        for f in fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), f.type))
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps", "image_size", "limit"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if v is not None and v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.sample_steps > DIFFUSION_STEPS:
+            raise ValueError(f"sample_steps must be at most {DIFFUSION_STEPS} (the diffusion's steps), got {self.sample_steps}")
         if self.sample_every < 0:
-            raise ValueError(f"sample_every must be >= 0, got {self.sample_every}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
+        for name, ok, rule in [("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+                               ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+                               ("sample_cfg", True, "a finite guidance scale (1: none)")]:
+            v = getattr(self, name)
+            if not ok or (v is not None and not math.isfinite(v)):
+                raise ValueError(f"{name} must be {rule}, got {v!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         for name, allowed in FLOW_FIELDS.items():
@@ -73,6 +88,18 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={self.objective!r})")
             if value is not None and value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
+        # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
+        try:
+            patch = get_config(self.model, **self.model_args).patch_size
+            get_config(self.model, **{"input_size": self.image_size or patch, **self.model_args,
+                                      "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
+        except ValueError as e:
+            raise ValueError(f"model={self.model!r}, model_args={self.model_args}"
+                             + (f", image_size={self.image_size}" if self.image_size else "") + f": {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -80,6 +107,25 @@ class TrainConfig:
         if set(d) - known:
             raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
         return cls(**d)
+
+
+def _checked_type(name: str, value, annotation):
+    """`value` if it has the field's annotated type (a class, or a union such as `int | None`), else a TypeError
+    naming the option; ints and floats (numpy's too) come back as Python numbers, booleans are not numbers."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    for t in allowed:
+        if t is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if t not in (int, float) and isinstance(t, type) and isinstance(value, t):
+            return value
+    names = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+    raise TypeError(f"{name} must be {names}, got {type(value).__name__} {value!r}")
+
+
+_TYPE_NAMES = {int: "an int", float: "a number", bool: "True or False", str: "a string", dict: "a dict",
+               type(None): "None"}
 
 
 def build_model_config(cfg: TrainConfig, data) -> DiTConfig:
