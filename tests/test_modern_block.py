@@ -9,8 +9,8 @@ import torch
 from ditlab import DiT, build_model, count_flops, count_params, estimate_flops, estimate_params
 from ditlab.cli import main
 from ditlab.model import get_config
-from ditlab.model.blocks import Attention
-from ditlab.model.modern import SwiGLU, make_mlp, make_norm
+from ditlab.model.blocks import Attention, make_mlp, make_norm
+from ditlab.model.modern import SwiGLU
 from ditlab.model.rope import Rope2D, rope_angles, rotation_matrices
 
 MODERN = dict(norm="rmsnorm", mlp="swiglu", qk_norm=True, rope=True)

@@ -12,11 +12,11 @@
 Needs only torch and einops; nothing else of ditlab.
 """
 from .blocks import (BLOCK_CLASSES, BLOCKS, AdaLNBlock, AdaLNZeroBlock, CrossAttentionBlock, FinalLayer, InContextBlock,
-                     modulate)
+                     make_mlp, make_norm, modulate)
 from .configs import PAPER_SIZES, PATCH_SIZES, SIZES, DiTConfig, config_names, get_config
 from .dit import DiT, build_model
 from .embed import LabelEmbedder, TimestepEmbedder, timestep_embedding
-from .modern import MLPS, NORMS, SwiGLU, make_mlp, make_norm
+from .modern import MLPS, NORMS, SwiGLU
 from .patchify import PatchEmbed, patchify, unpatchify
 from .posemb import sincos_1d, sincos_2d
 from .rope import Rope2D, rope_angles

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .modern import make_mlp, make_norm
+from .modern import SwiGLU, rms_norm, swiglu_hidden
 from .rope import Rope2D
 
 BLOCKS = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")
@@ -21,11 +21,21 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
+def layer_norm(dim: int, affine: bool) -> nn.LayerNorm:
+    # adaLN blocks regress their own scale/shift, so their LayerNorms carry no affine parameters
+    return nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
+
+
+def make_norm(kind: str, dim: int, affine: bool) -> nn.Module:
+    """The block's norm: the paper's LayerNorm, or RMSNorm (norm="rmsnorm")."""
+    return rms_norm(dim, affine) if kind == "rmsnorm" else layer_norm(dim, affine)
+
+
 def qk_norms(head_dim: int, on: bool) -> tuple[nn.Module, nn.Module]:
     """QK-norm: an RMSNorm with a learned scale for the queries and one for the keys, over each head's channels."""
     if not on:
         return nn.Identity(), nn.Identity()
-    return make_norm("rmsnorm", head_dim, True), make_norm("rmsnorm", head_dim, True)
+    return rms_norm(head_dim, True), rms_norm(head_dim, True)
 
 
 class Attention(nn.Module):
@@ -64,6 +74,25 @@ class CrossAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(rearrange(x, "n h t d -> n t (h d)"))
+
+
+class Mlp(nn.Module):
+    """Pointwise feed-forward: Linear(D, 4D), GELU (tanh approximation), Linear(4D, D)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def make_mlp(kind: str, dim: int, mlp_ratio: float) -> nn.Module:
+    """The block's feed-forward: the paper's GELU MLP of width mlp_ratio·D, or SwiGLU at ⅔ of it (mlp="swiglu")."""
+    hidden = int(dim * mlp_ratio)
+    return SwiGLU(dim, swiglu_hidden(hidden)) if kind == "swiglu" else Mlp(dim, hidden)
 
 
 class AdaLNZeroBlock(nn.Module):

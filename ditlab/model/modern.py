@@ -6,6 +6,7 @@
     rope=True        2D rotary position embedding inside attention (see rope.py)           (Flux, LightningDiT)
 
 SwiGLU's hidden width is ⅔ of the GELU MLP's, so both have about the same parameters and Gflops (LLaMA's rule).
+`blocks.make_norm` and `blocks.make_mlp` pick between these and the paper's LayerNorm and GELU MLP.
 """
 import torch
 import torch.nn.functional as F
@@ -15,25 +16,9 @@ NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
 
-def make_norm(kind: str, dim: int, affine: bool) -> nn.Module:
-    """LayerNorm or RMSNorm over the last dim, eps 1e-6; adaLN blocks regress their own scale/shift, so their
-    norms carry no affine parameters (affine=False)."""
-    if kind == "rmsnorm":
-        return nn.RMSNorm(dim, eps=1e-6, elementwise_affine=affine)
-    return nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
-
-
-class Mlp(nn.Module):
-    """Pointwise feed-forward: Linear(D, 4D), GELU (tanh approximation), Linear(4D, D)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+def rms_norm(dim: int, affine: bool) -> nn.RMSNorm:
+    """RMSNorm over the last dim, eps 1e-6 as DiT's LayerNorms; without affine parameters in adaLN blocks."""
+    return nn.RMSNorm(dim, eps=1e-6, elementwise_affine=affine)
 
 
 class SwiGLU(nn.Module):
@@ -52,8 +37,3 @@ class SwiGLU(nn.Module):
 def swiglu_hidden(hidden: int) -> int:
     """SwiGLU's width for a GELU MLP of width `hidden`: ⅔ of it, so params and Gflops stay about the same."""
     return max(1, int(2 * hidden / 3))
-
-
-def make_mlp(kind: str, dim: int, mlp_ratio: float) -> nn.Module:
-    hidden = int(dim * mlp_ratio)
-    return SwiGLU(dim, swiglu_hidden(hidden)) if kind == "swiglu" else Mlp(dim, hidden)
