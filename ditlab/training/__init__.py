@@ -11,11 +11,11 @@
     loop.py      train(): the loop itself
     verdict.py   the end of a run: a guided sample grid judged against the expected range, with a hint
 """
-from .config import PRECISIONS, TrainConfig, build_model_config
+from .config import OBJECTIVES, PRECISIONS, TrainConfig, build_model_config, build_objective, describe_objective
 from .hardware import explain_precision, resolve_precision
 from .recipes import resolve_recipe
 from .log import read_log
 from .loop import train
 
-__all__ = ["PRECISIONS", "TrainConfig", "build_model_config", "explain_precision", "read_log", "resolve_precision",
-           "resolve_recipe", "train"]
+__all__ = ["OBJECTIVES", "PRECISIONS", "TrainConfig", "build_model_config", "build_objective", "describe_objective",
+           "explain_precision", "read_log", "resolve_precision", "resolve_recipe", "train"]
