@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--objective", default="ddpm", help="ddpm (the paper) or flow (rectified flow, velocity)")
     p.add_argument("--evals", default="1000,2000,3000", help="steps at which to judge, increasing")
     p.add_argument("--samples-per-class", type=int, default=20)
     p.add_argument("--sample-steps", type=int, default=25)
@@ -55,7 +56,7 @@ def main(argv=None):
     real_stats = feature_stats(judge, real.get_batch(torch.arange(len(real)))[0])
     recipe = dict(data=args.data, image_size=data.image_size, model=args.model, model_args=args.model_args,
                   batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema_decay,
-                  precision=args.precision, threads=args.threads)
+                  precision=args.precision, objective=args.objective, threads=args.threads)
     out = Path(args.out)
     state = out / "search_state.json"  # CPU/wall seconds spent so far, so a later invocation continues the sums
     done = json.loads(state.read_text()) if state.exists() else dict(step=0, cpu_s=0.0, wall_s=0.0)
@@ -65,7 +66,7 @@ def main(argv=None):
         c0, w0 = time.process_time(), time.perf_counter()
         run = train(dataset=data, model=args.model, model_args=args.model_args, data=args.data, steps=n,
                     batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema_decay,
-                    precision=args.precision, out_dir=str(out), resume=done["step"] > 0, sample_every=0,
+                    precision=args.precision, objective=args.objective, out_dir=str(out), resume=done["step"] > 0, sample_every=0,
                     ckpt_every=n, log_every=25, progress=False, verdict=False)
         done = dict(step=n, cpu_s=done["cpu_s"] + time.process_time() - c0,
                     wall_s=done["wall_s"] + time.perf_counter() - w0)
