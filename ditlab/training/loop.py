@@ -110,7 +110,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
     kept = ()
     if cfg.resume:  # the options not given again keep the run's values (recipes.py), then resume.py checks changes
         cfg, kept = keep_resumed(cfg, stored_train_config(ckpt_path))
-    meta, changes = plan_resume(ckpt_path, cfg) if cfg.resume else ({}, {})  # refused changes fail before the data
+    meta, _ = plan_resume(ckpt_path, cfg) if cfg.resume else ({}, {})  # refused changes fail before the data
     if dataset is None:
         dataset = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
                                limit=cfg.limit, seed=cfg.seed)
@@ -119,6 +119,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
     size = dataset.image_size
     cfg, recipe = resolve_recipe(cfg, (size, size) if isinstance(size, int) else tuple(size), kept)
     resolved.append(cfg)
+    changes = plan_resume(ckpt_path, cfg)[1] if cfg.resume else {}  # with the recipe's values filled in
     _check_batch(cfg, world)
     if len(dataset) < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(dataset)} images)")
