@@ -28,6 +28,16 @@ def test_which_recipe(kwargs, name):
     assert choose_recipe(TrainConfig(**kwargs))[0] == name
 
 
+def test_quick_is_flow_matching_paper_is_ddpm_flow_options_imply_flow():
+    assert resolve_recipe(TrainConfig(), (16, 16))[0].objective == "flow"                  # rectified flow
+    assert resolve_recipe(TrainConfig(model="DiT-S/2"), (32, 32))[0].objective == "ddpm"   # the paper's
+    assert resolve_recipe(TrainConfig(objective="ddpm"), (16, 16))[0].objective == "ddpm"  # given: wins
+    cfg, info = resolve_recipe(TrainConfig(recipe="paper", t_sampling="logit-normal"), (32, 32))
+    assert cfg.objective == "flow" and "implied by t_sampling" in info["source"]["objective"]
+    with pytest.raises(ValueError, match="path='linear' applies to objective='flow'"):
+        TrainConfig(objective="ddpm", path="linear")
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_the_recipe_does_not_depend_on_the_device(device):
     cfg, info = resolve_recipe(TrainConfig(device=device), (32, 32))
@@ -66,10 +76,24 @@ def test_a_resumed_run_keeps_its_values_unless_given_again():
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.warmup_steps) == ("DiT-Nano/2", 32, 1e-3, 50)
     assert info["source"]["steps"] == "given" and info["source"]["lr"] == "the resumed run"
     # an explicit recipe on resume: its lr, warm-up, EMA and steps; the run's model and batch size
-    cfg, kept = keep_resumed(TrainConfig(resume=True, recipe="paper"), stored)
+    cfg, kept = keep_resumed(TrainConfig(resume=True, recipe="paper"), dict(stored, objective="ddpm"))
     cfg, info = resolve_recipe(cfg, (16, 16), kept)
-    assert (cfg.model, cfg.batch_size) == ("DiT-Nano/2", 32)
+    assert (cfg.model, cfg.batch_size, cfg.objective) == ("DiT-Nano/2", 32, "ddpm")
     assert (cfg.lr, cfg.ema_decay, cfg.steps) == (PAPER["lr"], PAPER["ema_decay"], PAPER["steps"])
+    cfg, kept = keep_resumed(TrainConfig(resume=True, recipe="paper"), dict(stored, objective="flow"))
+    assert resolve_recipe(cfg, (16, 16), kept)[0].objective == "flow"  # the run's objective, not the recipe's
+
+
+def test_an_explicit_recipe_on_resume_applies_its_values_but_keeps_the_runs_model(tmp_path):
+    kw = dict(model_args=TINY_ARGS, data="digits", image_size=16, limit=64, batch_size=8, sample_every=0,
+              verdict=False, progress=False, out_dir=str(tmp_path / "run"))
+    train(**kw, model="DiT-Mi/4", objective="ddpm", steps=2, ckpt_every=2, lr=1e-3, warmup_steps=0)
+    r = train(**kw, recipe="quick", steps=4, ckpt_every=4, resume=True)
+    c = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (c["train"]["model"], c["train"]["objective"], c["train"]["batch_size"]) == ("DiT-Mi/4", "ddpm", 8)
+    assert c["train"]["lr"] == QUICK["lr"] and c["train"]["warmup_steps"] == QUICK["warmup_steps"]
+    assert c["recipe"]["source"]["model"] == "the resumed run" and c["recipe"]["source"]["lr"].startswith("recipe")
+    assert c["resumes"][-1]["changed"]["lr"] == [1e-3, QUICK["lr"]] and r["step"] == 4
 
 
 def test_resume_keeps_the_runs_values_for_options_not_given_again(tmp_path):
@@ -82,12 +106,32 @@ def test_resume_keeps_the_runs_values_for_options_not_given_again(tmp_path):
     assert c["recipe"]["source"]["lr"] == "the resumed run" and r["log"][-1]["lr"] == 1e-3
 
 
+def test_a_checkpoint_from_before_recipes_and_flow_matching_resumes_as_it_was_trained(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    kw = dict(model="DiT-Mi/4", model_args=TINY_ARGS, data="digits", image_size=16, limit=64, batch_size=8, lr=1e-3,
+              sample_every=0, verdict=False, progress=False, out_dir=str(tmp_path / "run"))
+    train(**kw, objective="ddpm", warmup_steps=0, steps=2, ckpt_every=2)
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    old = json.loads(meta["train_config"])
+    for k in ("recipe", "objective", "warmup_steps"):  # options older checkpoints did not record
+        del old[k]
+    save_file(load_file(str(ckpt)), str(ckpt), metadata={**meta, "train_config": json.dumps(old)})
+    r = train(**kw, steps=4, ckpt_every=4, resume=True)
+    assert (r["train_config"].objective, r["train_config"].warmup_steps) == ("ddpm", 0) and r["step"] == 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resumes"][-1]["changed"] == \
+        dict(steps=[2, 4], recipe=["auto", "quick"], ckpt_every=[2, 4])
+
+
 def test_train_writes_the_resolved_recipe_and_precision_to_config_json(tmp_path, capsys):
     r = train(model_args=TINY_ARGS, data="digits", image_size=16, limit=64, steps=2, batch_size=8, ckpt_every=2,
               sample_every=0, verdict=False, out_dir=str(tmp_path / "run"))
     c = json.loads((tmp_path / "run" / "config.json").read_text())
     assert c["recipe"]["name"] == "quick" and c["train"]["recipe"] == "quick"
     assert c["train"]["lr"] == QUICK["lr"] and c["train"]["model"] == "DiT-Mi/8" and c["train"]["steps"] == 2
+    assert c["train"]["objective"] == "flow" and not c["model"]["learn_sigma"]
     assert c["recipe"]["source"]["steps"] == "given" and c["precision"] in ("fp32", "bf16") and c["precision_why"]
     assert r["train_config"].lr == QUICK["lr"]
     out = capsys.readouterr().out

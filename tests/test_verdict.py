@@ -18,11 +18,11 @@ def test_a_tiny_run_ends_with_a_verdict_in_metrics_json(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     v = m["verdict"]
     assert v["status"] in ("untrained", "under-trained") and "train longer" in v["hint"]
-    assert 0 <= v["accuracy"] <= 1 and v["fd"] >= 0 and v["n"] == 100 and v["sample_steps"] == 3
+    assert 0 <= v["accuracy"] <= 1 and v["fd"] >= 0 and v["n"] == 100 and v["sample_steps"] == 3 and v["sampler"] == "euler"
     assert v["chance"] == 0.1 and v["real_fd"] < v["noise_fd"] and 0 < v["real_accuracy"] <= 1
     assert m["summary"]["steps"] == 3 and m["summary"]["recipe"] == "quick" and m["summary"]["cpu_seconds"] >= 0
     assert (out / "samples.png").exists()
-    assert "verdict (100 samples, 3 DDIM steps" in printed and v["hint"] in printed
+    assert "verdict (100 samples, 3 euler steps" in printed and v["hint"] in printed
 
 
 def test_no_judge_or_no_verdict_is_skipped_with_the_reason(tmp_path, capsys):
@@ -61,7 +61,7 @@ def test_assess_reads_accuracy_loss_and_recipe(accuracy, trend, recipe, steps, s
 
 
 def test_format_verdict_shows_the_expected_range():
-    v = dict(status="good", accuracy=0.95, fd=50.0, n=100, sample_steps=25, cfg_scale=4.0, chance=0.1,
+    v = dict(status="good", accuracy=0.95, fd=50.0, n=100, sampler="ddim", sample_steps=25, cfg_scale=4.0, chance=0.1,
              real_accuracy=0.99, real_fd=20.0, noise_fd=900.0, hint="good: ...", judge="mnist")
     text = format_verdict(v)
     assert "chance 0.10 ... real images 0.99" in text and "real images 20.0 ... noise 900.0" in text

@@ -65,8 +65,8 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
                 raise ValueError(f"{run_dir} holds a run of {done} steps, more than steps={steps}: pass another "
                                  "out_dir, or reuse=False (--retrain) to train it again")
             t0 = time.perf_counter()
-            run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
-                        seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
+            run = train(model=name, objective="ddpm", dataset=train_set, steps=steps, batch_size=batch_size, lr=lr,
+                        ema_decay=0.999, seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
                         log_every=max(1, steps // 20), progress=progress, verdict=False,
                         resume=done is not None, overwrite=done is None)  # a run not reused is started over
             seconds = time.perf_counter() - t0 if not done else train_seconds(run_dir)

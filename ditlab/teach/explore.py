@@ -33,7 +33,7 @@ DEFAULT_MODEL = "digits-p4"
 PATCH_NAMES = ("digits-p2", "digits-p4", "digits-p8")
 # the stand-in for a missing checkpoint "<data>-p<P>": a 3-block DiT-Mi (1 M params) on the built-in digits at 16 px.
 # (Width 128: at p = 8 each token predicts 2·8·8 = 128 numbers, and a 64-wide stand-in failed to learn.)
-FALLBACK = dict(model_args=dict(depth=3), data="digits", image_size=16, batch_size=32, lr=2e-3, ema_decay=0.99)
+FALLBACK = dict(objective="ddpm", model_args=dict(depth=3), data="digits", image_size=16, batch_size=32, lr=2e-3, ema_decay=0.99)
 FALLBACK_STEPS = 1000  # 1-3 minutes on a laptop CPU, once; then cached
 _MODELS: dict = {}
 

@@ -19,7 +19,7 @@ FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": L
                "t_sampling": T_SAMPLINGS}
 DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 RECIPE_NAMES = ("auto", "quick", "paper")
-RECIPE_FIELDS = ("model", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe decides
+RECIPE_FIELDS = ("model", "objective", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe's
 
 
 @dataclass
@@ -42,7 +42,8 @@ class TrainConfig:
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
     class_dropout_prob: float = 0.1
     learn_sigma: bool = True  # objective "ddpm" only: flow models predict C channels
-    objective: str = "ddpm"  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below
+    objective: str | None = None  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below;
+    #                               None: the recipe's (quick: flow, paper: ddpm)
     path: str | None = None  # flow: "linear" (rectified flow, default), "gvp" or "vp"
     prediction: str | None = None  # flow: "velocity" (default), "noise" or "score"
     loss_weight: str | None = None  # flow with noise/score prediction: "velocity" or "likelihood" (SiT); default none
@@ -91,14 +92,14 @@ class TrainConfig:
             raise ValueError(f"recipe must be one of {list(RECIPE_NAMES)}, got {self.recipe!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.objective not in OBJECTIVES:
+        if self.objective is not None and self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         for name, allowed in FLOW_FIELDS.items():
             value = getattr(self, name)
-            if value is not None and self.objective != "flow":
-                raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={self.objective!r})")
             if value is not None and value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.objective is not None:  # None: checked again once the recipe has chosen the objective
+            check_flow_fields(self)
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
         if self.resume and self.overwrite:
@@ -122,6 +123,14 @@ class TrainConfig:
         return cls(**d)
 
 
+def check_flow_fields(cfg: TrainConfig) -> None:
+    """The flow options (path, prediction, loss_weight, t_sampling) apply to objective "flow" only."""
+    for name in FLOW_FIELDS:
+        value = getattr(cfg, name)
+        if value is not None and cfg.objective != "flow":
+            raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={cfg.objective!r})")
+
+
 def _checked_type(name: str, value, annotation):
     """`value` if it has the field's annotated type (a class, or a union such as `int | None`), else a TypeError
     naming the option; ints and floats (numpy's too) come back as Python numbers, booleans are not numbers."""
@@ -142,7 +151,11 @@ _TYPE_NAMES = {int: "an int", float: "a number", bool: "True or False", str: "a 
 
 
 def build_model_config(cfg: TrainConfig, data) -> DiTConfig:
-    """The model config sized to the data; explicit conflicting overrides are an error."""
+    """The model config sized to the data; explicit conflicting overrides are an error. Needs the model and the
+    objective: given, or filled in by the recipe (`resolve_recipe`)."""
+    if cfg.model is None or cfg.objective is None:
+        raise ValueError("build_model_config needs model and objective: pass them, or fill them in with "
+                         "ditlab.training.resolve_recipe(cfg, (H, W)) first")
     size = data.image_size
     sized = dict(input_size=size if isinstance(size, int) else tuple(size), in_channels=data.channels,
                  num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob,

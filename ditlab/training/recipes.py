@@ -4,10 +4,12 @@ The paper's recipe (§4: AdamW at lr 1e-4, no weight decay, batch 256, EMA 0.999
 the paper's models on a GPU cluster and wrong for a run of a few thousand steps on a laptop CPU: at lr 1e-4 a 2000-step
 DiT-Mi/4 run on MNIST samples noise (judge accuracy 0.09, chance). So `train()` picks one of two recipes:
 
-    quick   short runs of the small CPU-sized models (Mi, Nano, ...): a higher lr after a short warm-up, a model and a
-            patch size for the data's resolution, and a number of steps that reaches judge accuracy >= 0.9 on the
-            digits / MNIST in minutes on 2 CPU cores (measured: README "Recipes")
-    paper   the paper's configs (DiT-S/B/L/XL) and long runs (>= LONG_RUN steps): the paper's hyper-parameters
+    quick   short runs of the small CPU-sized models (Mi, Nano, ...): flow matching (rectified flow, velocity: SiT;
+            it learns this task several times faster than DDPM, data/objectives.csv), a higher lr after a short
+            warm-up, a model and a patch size for the data's resolution, and a number of steps that reaches judge
+            accuracy >= 0.9 on the digits / MNIST in minutes on 2 CPU cores (measured: README "Recipes")
+    paper   the paper's configs (DiT-S/B/L/XL) and long runs (>= LONG_RUN steps): the paper's objective (DDPM,
+            learned Σ) and hyper-parameters
 
 `recipe="auto"` chooses from the model and the number of steps (not the device: the device sets the precision),
 `recipe="quick"|"paper"` forces one, and any option given explicitly (not None) wins over the recipe. The resolved
@@ -17,19 +19,19 @@ import math
 from dataclasses import replace
 
 from ..model import PAPER_SIZES
-from .config import RECIPE_FIELDS, TrainConfig
+from .config import FLOW_FIELDS, RECIPE_FIELDS, TrainConfig, check_flow_fields
 
 LONG_RUN = 50_000  # steps from which a run counts as long: the paper's recipe
 
-PAPER = dict(batch_size=256, lr=1e-4, warmup_steps=0, ema_decay=0.9999, steps=400_000)
+PAPER = dict(objective="ddpm", batch_size=256, lr=1e-4, warmup_steps=0, ema_decay=0.9999, steps=400_000)
 PAPER_TOKENS = 256  # DiT-S/p with p giving ~256 tokens: the paper's XL/2 on 32x32 latents; 32 px data -> DiT-S/2
 
 # quick: measured on 2 CPU cores (benchmarks/recipe_search.py; README "Recipes"). DiT-Mi with a patch for the data's
 # largest side, and the steps that reach judge accuracy >= 0.9: (side <= s, tokens, steps). At 16 px 2x2 tokens
 # learn fastest per CPU-second (4x4 need 3x the CPU time for the same accuracy); at 32 px 4x4 tokens of 8x8 pixels
-# stall (accuracy 0.26 after 3000 steps: the patches do not join up), 8x8 tokens work.
-QUICK_BY_SIDE = ((16, 4, 2000), (32, 64, 3000))
-QUICK = dict(batch_size=64, lr=4e-3, warmup_steps=100, ema_decay=0.999)
+# stall (DDPM: accuracy 0.26 after 3000 steps, the patches do not join up), 8x8 tokens work.
+QUICK_BY_SIDE = ((16, 4, 2000), (32, 64, 2000))
+QUICK = dict(objective="flow", batch_size=64, lr=4e-3, warmup_steps=100, ema_decay=0.999)
 MAX_PATCH = 8
 
 
@@ -74,8 +76,9 @@ def _tokens(hw, p) -> str:
 def keep_resumed(cfg: TrainConfig, stored: dict) -> tuple[TrainConfig, tuple]:
     """A resumed run keeps its recipe and the values of the options not given again -> (config, names kept).
     An explicit `recipe` on resume gives the unset lr, warm-up, EMA decay and steps that recipe's values instead;
-    model and batch size stay the run's either way (they fix the model and the order of the data: resume.py)."""
-    fixed = ("model", "batch_size") if cfg.recipe != "auto" else RECIPE_FIELDS
+    model, objective and batch size stay the run's either way (they fix the model and the order of the data:
+    resume.py)."""
+    fixed = ("model", "objective", "batch_size") if cfg.recipe != "auto" else RECIPE_FIELDS
     kept = {k: stored[k] for k in fixed if getattr(cfg, k) is None and k in stored}
     if cfg.recipe == "auto" and "recipe" in stored:
         kept["recipe"] = stored["recipe"]
@@ -90,9 +93,13 @@ def resolve_recipe(cfg: TrainConfig, hw: tuple[int, int], kept: tuple = ()) -> t
     if "recipe" in kept:
         why = "the resumed run's recipe"
     values, notes = recipe_values(name, hw)
+    flow_given = [k for k in FLOW_FIELDS if getattr(cfg, k) is not None]
+    if cfg.objective is None and flow_given:  # --path etc. imply flow matching
+        values, notes = dict(values, objective="flow"), dict(notes, objective=f"implied by {', '.join(flow_given)}")
     source = {k: "the resumed run" if k in kept else "given" if getattr(cfg, k) is not None
               else "recipe" + (f": {notes[k]}" if k in notes else "") for k in RECIPE_FIELDS}
     cfg = replace(cfg, recipe=name, **{k: values[k] for k in RECIPE_FIELDS if getattr(cfg, k) is None})
+    check_flow_fields(cfg)
     return cfg, dict(name=name, why=why, values={k: getattr(cfg, k) for k in RECIPE_FIELDS}, source=source)
 
 

@@ -1,7 +1,8 @@
 """The verdict at the end of a run: a small guided sample grid, judged, next to the range the data allows.
 
 Where a judge exists for the data (the built-in digits, MNIST, CIFAR-10; `eval/judge.py`, trained once and cached)
-`train()` ends by sampling `per_class` images of every class with DDIM and classifier-free guidance, and scores them:
+`train()` ends by sampling `per_class` images of every class with the model's default sampler (DDIM for DDPM,
+Euler for flow matching) and classifier-free guidance, and scores them:
 
     accuracy   share of samples the judge puts in the class they were conditioned on, between chance (1 / classes)
                and the judge's accuracy on real test images
@@ -21,7 +22,7 @@ from ..data import load_dataset
 from ..eval import evaluate, get_judge
 from ..eval.metrics import feature_stats
 from ..io import atomic_write
-from ..sampling import sample
+from ..sampling import sample, samplers_for
 from .recipes import LONG_RUN
 
 JUDGED = ("digits", "mnist", "cifar10")  # dataset names with a judge
@@ -93,8 +94,9 @@ def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps
     real_stats = feature_stats(judge, real_x)
     n_classes = mcfg.num_classes
     labels = [c for _ in range(per_class) for c in range(n_classes)]  # one column per class
-    out = sample(model, labels, steps=steps, cfg_scale=cfg_scale if mcfg.has_null_class else 1.0, seed=0,
-                 progress=False)
+    sampler = samplers_for(model)[0]  # ddim (DDPM) or euler (flow matching)
+    out = sample(model, labels, steps=steps, sampler=sampler, cfg_scale=cfg_scale if mcfg.has_null_class else 1.0,
+                 seed=0, progress=False)
     if grid is not None:
         out.save(grid, nrow=n_classes)
     m = evaluate(judge, out.images, out.labels, real_stats)
@@ -106,7 +108,7 @@ def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps
     chance, real_acc = 1 / n_classes, judge.info.get("test_accuracy", 1.0)
     trend = loss_trend(log)
     status, hint = assess(m["accuracy"], chance, real_acc, trend, cfg.recipe, cfg.steps, cfg.model)
-    return dict(status=status, accuracy=round(m["accuracy"], 4), fd=round(m["fd"], 2), n=n, sample_steps=steps,
+    return dict(status=status, accuracy=round(m["accuracy"], 4), fd=round(m["fd"], 2), n=n, sampler=sampler, sample_steps=steps,
                 cfg_scale=cfg_scale, chance=round(chance, 4), real_accuracy=round(real_acc, 4),
                 real_fd=round(real_fd, 2), noise_fd=round(noise_fd, 2),
                 loss_trend=None if trend is None else round(trend, 4), hint=hint, judge=source,
@@ -117,7 +119,7 @@ def format_verdict(v: dict) -> str:
     if v["status"] in ("skipped", "failed"):
         return f"verdict: {v['status']} ({v['reason']})"
     return "\n".join([
-        f"verdict ({v['n']} samples, {v['sample_steps']} DDIM steps, guidance {v['cfg_scale']:g}; judge trained on "
+        f"verdict ({v['n']} samples, {v['sample_steps']} {v['sampler']} steps, guidance {v['cfg_scale']:g}; judge trained on "
         f"{v['judge']}):",
         f"  accuracy {v['accuracy']:7.3f}   expected: chance {v['chance']:.2f} ... real images {v['real_accuracy']:.2f}"
         "   (share of samples recognised as the requested class)",
