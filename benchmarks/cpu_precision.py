@@ -1,5 +1,5 @@
 """bf16 autocast vs fp32 training steps on this CPU: the measurements behind `precision="auto"` on CPUs
-(ditlab.training.hardware.cpu_bf16_pays). A benchmark that prints numbers, not a test.
+(ditlab.training.hardware.explain_precision). A benchmark that prints numbers, not a test.
 
 Each config trains the same model (fp32 master weights, AdamW, the hybrid loss) alternately in blocks of fp32 and
 bf16 steps, so a changing machine load hits both alike; the speed-up is the ratio of median process-CPU-seconds per

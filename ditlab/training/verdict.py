@@ -59,7 +59,7 @@ def assess(accuracy: float, chance: float, real_accuracy: float, trend: float | 
     longer = f"train longer (the same command with --resume --steps {2 * steps})"
     if accuracy >= GOOD * real_accuracy:
         return "good", ("good: the samples are recognised as the requested class about as often as real images"
-                        + (f"; the loss is still falling, so {longer} would still improve them" if falling else ""))
+                        + ("; the loss is still falling: more steps would still improve them" if falling else ""))
     paper_short = recipe == "paper" and steps < LONG_RUN
     if accuracy < chance + CHANCE * (real_accuracy - chance):
         status, what = "untrained", "accuracy at chance: the samples do not show the requested class"
