@@ -4,6 +4,7 @@ import math
 import os
 import socket
 import tempfile
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,6 +13,8 @@ from einops import rearrange
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from .extras import requires
 
 
 # ---- writing files safely -------------------------------------------------------------------------------
@@ -50,6 +53,15 @@ def default_cache_dir(cache_dir=None) -> Path:
     return Path(cache_dir or os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser()
 
 
+def shipped_path(*parts: str) -> Path:
+    """A file or folder of the repository's `data/` (shipped checkpoints, their model card, study results), e.g.
+    `shipped_path("scaling.csv")`: inside the package (`ditlab/_data/`, put there when a wheel is built, see
+    setup.py) after `pip install`, else in the checkout beside the package (editable install)."""
+    packed = resources.files("ditlab") / "_data"
+    root = Path(str(packed)) if packed.is_dir() else Path(__file__).resolve().parents[1] / "data"
+    return root.joinpath(*parts)
+
+
 # ---- images ---------------------------------------------------------------------------------------------
 def uint8_to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
@@ -84,7 +96,8 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
 # ---- the network ----------------------------------------------------------------------------------------
 def hub_reachable(timeout: float = 3.0) -> str | None:
     """None if the Hugging Face Hub may be reached, else a short reason (offline mode or no connection)."""
-    from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
 
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}:
         return "offline mode is on (HF_HUB_OFFLINE=1)"
