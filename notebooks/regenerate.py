@@ -11,6 +11,10 @@ repository URL in pyproject.toml), loses its outputs, runs top to bottom in a fr
 and large images re-encoded, is checked (`problems`), and only then is written back. A notebook whose run
 fails is left as it was and the command exits with status 1. Running it again gives the same notebooks up to
 timings; it works on notebooks with or without outputs.
+
+A notebook that cannot run in full on a CPU (hours of GPU training) declares it in its metadata,
+`"ditlab": {"regenerate": "smoke", "reason": "..."}`: it is then run in smoke mode and its first markdown cell
+says so under the badge (SMOKE_NOTE). Remove the key when regenerating it on a machine that can run it in full.
 """
 import argparse
 import base64
@@ -40,6 +44,15 @@ INSTALL_MARK = "# Colab only: install ditlab"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 PREVIEW_MARK = "static preview follows"  # ditlab.teach.widgets.Panel's text for its widget output
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+SMOKE_NOTE = ("*The outputs stored with this notebook come from a short smoke run on a CPU (`DITLAB_SMOKE=1`): "
+              "{reason}. Run it yourself for real numbers.*")
+NOTE = re.compile(r"\n\n\*The outputs stored with this notebook come from [^\n]*\*")
+
+
+def smoke_only(nb) -> str | None:
+    """The reason a notebook is regenerated in smoke mode (its metadata "ditlab" entry), else None."""
+    meta = nb.metadata.get("ditlab", {})
+    return meta.get("reason", "it cannot run in full on a CPU") if meta.get("regenerate") == "smoke" else None
 
 
 # ---- the canonical header: Colab badge and install cell ---------------------------------------------------
@@ -59,14 +72,18 @@ def install_cell_source() -> str:
 
 
 def apply_header(nb, name: str):
-    """Give `nb` the canonical badge (in its first markdown cell, under the title) and install cell (the first
-    code cell marked INSTALL_MARK, else a new one after the first markdown cell). Idempotent."""
+    """Give `nb` the canonical badge (in its first markdown cell, under the title; followed by SMOKE_NOTE for a
+    smoke-only notebook) and install cell (the first code cell marked INSTALL_MARK, else a new one after the
+    first markdown cell). Idempotent."""
     first = next(c for c in nb.cells if c.cell_type == "markdown")
     if BADGE.search(first.source):
         first.source = BADGE.sub(lambda _: badge(name), first.source, count=1)
     else:
         title, _, rest = first.source.partition("\n")
         first.source = f"{title}\n\n{badge(name)}\n{rest}" if title.startswith("#") else f"{badge(name)}\n\n{first.source}"
+    first.source = NOTE.sub("", first.source)
+    if smoke_only(nb):
+        first.source = first.source.replace(badge(name), f"{badge(name)}\n\n{SMOKE_NOTE.format(reason=smoke_only(nb))}", 1)
     cell = next((c for c in nb.cells if c.cell_type == "code" and c.source.startswith(INSTALL_MARK)), None)
     if cell is None:
         cell = nbformat.v4.new_code_cell()
@@ -86,12 +103,13 @@ def strip(nb):
 
 
 # ---- running --------------------------------------------------------------------------------------------
-def execute(nb, smoke: bool, timeout: int | None = None, cwd: Path = NB_DIR):
+def execute(nb, smoke: bool, timeout: int | None = None, cwd: Path = NB_DIR, bars: bool = True):
     """Run `nb` in place in a fresh kernel of this very Python (not whatever `python3` kernelspec is
-    registered), offline; DITLAB_SMOKE=1 if `smoke`. Raises CellExecutionError at the first failing cell."""
+    registered), offline; DITLAB_SMOKE=1 if `smoke`; no tqdm bars unless `bars`. Raises CellExecutionError at
+    the first failing cell."""
     env = {**os.environ, "DITLAB_SMOKE": "1" if smoke else "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("MPLBACKEND", None)  # the notebooks draw inline
-    if not smoke:
+    if not bars:
         env["TQDM_DISABLE"] = "1"  # a committed progress bar is noise
     km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
     client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False, store_widget_state=False,
@@ -189,6 +207,8 @@ def problems(nb, name: str, size: int) -> list[str]:
     first = next(c for c in nb.cells if c.cell_type == "markdown")
     if badge(name) not in first.source:
         out.append("no canonical Colab badge in the first markdown cell (`regenerate.py --header`)")
+    if bool(smoke_only(nb)) != bool(NOTE.search(first.source)):
+        out.append("the note on smoke-run outputs does not match the metadata (`regenerate.py --header`)")
     if not any(c.cell_type == "code" and c.source == install_cell_source() for c in nb.cells):
         out.append("no canonical install cell (`regenerate.py --header`)")
     return out
@@ -215,7 +235,7 @@ def regenerate(path: Path, timeout: int | None = None) -> list[str]:
     """Header, strip, full run, scrub, shrink, check; writes `path` only if its run and checks pass."""
     nb = strip(apply_header(nbformat.read(path, as_version=4), path.name))
     try:
-        execute(nb, smoke=False, timeout=timeout, cwd=path.parent)
+        execute(nb, smoke=smoke_only(nb) is not None, timeout=timeout, cwd=path.parent, bars=False)
     except CellExecutionError as e:
         return [f"the run failed, notebook left unchanged:\n{str(e)[-2000:]}"]
     shrink_images(scrub(nb))

@@ -61,6 +61,13 @@ def test_header_is_canonical_idempotent_and_replaces_old_ones():
     new = regenerate.apply_header(old, "99_test.ipynb")
     assert len(new.cells) == 3 and new.cells[1].source == regenerate.install_cell_source()
     assert new.cells[0].source == "# 99\n\n" + regenerate.badge("99_test.ipynb")
+    new.metadata["ditlab"] = {"regenerate": "smoke", "reason": "it trains for hours"}
+    smoke = regenerate.apply_header(new, "99_test.ipynb")
+    note = regenerate.SMOKE_NOTE.format(reason="it trains for hours")
+    assert smoke.cells[0].source == "# 99\n\n" + regenerate.badge("99_test.ipynb") + "\n\n" + note
+    assert regenerate.apply_header(nbformat.from_dict(smoke), "99_test.ipynb") == smoke
+    del smoke.metadata["ditlab"]
+    assert regenerate.apply_header(smoke, "99_test.ipynb").cells[0].source == "# 99\n\n" + regenerate.badge("99_test.ipynb")
 
 
 def test_every_notebook_and_the_readme_use_the_one_repository_url():
@@ -90,7 +97,11 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
     assert str(tmp_path) not in printed and "<tmp>" in printed and "<python>" in printed
     assert "image/png" in code[2].outputs[0].data and code[4].outputs[0].text == "0\n"  # a full run
     assert regenerate.problems(nb, path.name, path.stat().st_size) == []
-    assert regenerate.regenerate(path) == []  # again, on a notebook with outputs
+    nb.metadata["ditlab"] = {"regenerate": "smoke", "reason": "a test"}  # again, with outputs, in smoke mode
+    nbformat.write(nb, path)
+    assert regenerate.regenerate(path) == []
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[-1].outputs[0].text == "1\n" and "a test" in nb.cells[0].source
 
 
 def test_problems_names_what_is_wrong():
