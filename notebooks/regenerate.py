@@ -7,7 +7,7 @@
 
 Each notebook gets the canonical header (its Colab badge and the install cell, both pointing at the one
 repository URL in pyproject.toml), loses its outputs, runs top to bottom in a fresh kernel of this Python
-(cwd notebooks/, offline, full mode, no progress bars), has machine-specific paths scrubbed from its outputs
+(cwd notebooks/, offline, full mode), has machine-specific paths and progress bars scrubbed from its outputs
 and large images re-encoded, is checked (`problems`), and only then is written back. A notebook whose run
 fails is left as it was and the command exits with status 1. Running it again gives the same notebooks up to
 timings; it works on notebooks with or without outputs.
@@ -28,11 +28,12 @@ import tomllib
 from pathlib import Path
 
 import nbformat
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from PIL import Image
+from traitlets import default
 
 NB_DIR = Path(__file__).resolve().parent
 ROOT = NB_DIR.parent
@@ -103,6 +104,14 @@ def strip(nb):
 
 
 # ---- running --------------------------------------------------------------------------------------------
+class ThisPythonKernel(AsyncKernelManager):
+    """The `python3` kernel of this very interpreter (ipykernel's own spec), whatever kernelspecs are installed."""
+
+    @default("kernel_spec_manager")
+    def _only_the_native_kernel(self):
+        return KernelSpecManager(kernel_dirs=[])
+
+
 def execute(nb, smoke: bool, timeout: int | None = None, cwd: Path = NB_DIR, bars: bool = True):
     """Run `nb` in place in a fresh kernel of this very Python (not whatever `python3` kernelspec is
     registered), offline; DITLAB_SMOKE=1 if `smoke`; no tqdm bars unless `bars`. Raises CellExecutionError at
@@ -111,9 +120,8 @@ def execute(nb, smoke: bool, timeout: int | None = None, cwd: Path = NB_DIR, bar
     env.pop("MPLBACKEND", None)  # the notebooks draw inline
     if not bars:
         env["TQDM_DISABLE"] = "1"  # a committed progress bar is noise
-    km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False, store_widget_state=False,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(nb, kernel_name="python3", kernel_manager_class=ThisPythonKernel, timeout=timeout,
+                            record_timing=False, store_widget_state=False, resources={"metadata": {"path": str(cwd)}})
     client.execute(env=env)
     return nb
 
@@ -141,9 +149,18 @@ def _texts(nb):
                     yield o.data, mime
 
 
+def _bare_widget(o) -> bool:
+    """A widget output with nothing to show without a kernel (a tqdm bar stuck at 0 %), unlike a ditlab Panel,
+    whose static preview follows it."""
+    return WIDGET in o.get("data", {}) and PREVIEW_MARK not in o.data.get("text/plain", "")
+
+
 def scrub(nb):
     """Machine-specific paths in outputs -> neutral ones: the cache -> ~/.cache/ditlab, the checkout -> ditlab,
-    site-packages, home -> ~, temporary folders -> <tmp>."""
+    site-packages, home -> ~, temporary folders -> <tmp>; bare widget outputs (progress bars) dropped."""
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs = [o for o in c.outputs if not _bare_widget(o)]
     pairs = _replacements()
     for box, key in _texts(nb):
         text = box[key] if isinstance(box[key], str) else "".join(box[key])
@@ -195,6 +212,8 @@ def problems(nb, name: str, size: int) -> list[str]:
                 out.append(f"cell {i}: a traceback on stderr")
             if {"image/jpeg", "image/svg+xml"} & set(o.get("data", {})):
                 out.append(f"cell {i}: an image that is not PNG")
+            if _bare_widget(o):
+                out.append(f"cell {i}: a widget output with nothing to show without a kernel (a progress bar?)")
             plain = o.get("data", {}).get("text/plain", "")
             if WIDGET in o.get("data", {}) and PREVIEW_MARK in plain and \
                     not (j + 1 < len(outs) and "image/png" in outs[j + 1].get("data", {})):

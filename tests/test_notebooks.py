@@ -2,7 +2,9 @@
 clean and small; each still runs headless in smoke mode (DITLAB_SMOKE=1) from a stripped copy; and the tool that
 regenerates them (notebooks/regenerate.py) applies the one Colab header and cleans what it writes."""
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,20 +90,35 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
     nbformat.write(_notebook(
         "%matplotlib inline\nimport os, sys, tempfile\nprint(os.getcwd(), sys.prefix, tempfile.mkdtemp())",
         "from matplotlib.figure import Figure\nfig = Figure(figsize=(2, 1)); fig.subplots().plot([0, 1]); fig",
-        "", "print(os.environ['DITLAB_SMOKE'])"), path)
+        "", "print(os.environ['DITLAB_SMOKE'])",
+        "from tqdm.auto import tqdm\nfor _ in tqdm(range(2)): pass"), path)
     assert regenerate.regenerate(path) == []
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == [1, 2, 3, None, 4]  # the install cell runs first (a no-op)
+    assert [c.execution_count for c in code] == [1, 2, 3, None, 4, 5]  # the install cell runs first (a no-op)
     printed = code[1].outputs[0].text
     assert str(tmp_path) not in printed and "<tmp>" in printed and "<python>" in printed
     assert "image/png" in code[2].outputs[0].data and code[4].outputs[0].text == "0\n"  # a full run
+    assert not code[5].outputs  # a progress bar: nothing to show on GitHub
     assert regenerate.problems(nb, path.name, path.stat().st_size) == []
     nb.metadata["ditlab"] = {"regenerate": "smoke", "reason": "a test"}  # again, with outputs, in smoke mode
     nbformat.write(nb, path)
     assert regenerate.regenerate(path) == []
     nb = nbformat.read(path, as_version=4)
-    assert nb.cells[-1].outputs[0].text == "1\n" and "a test" in nb.cells[0].source
+    assert nb.cells[-2].outputs[0].text == "1\n" and "a test" in nb.cells[0].source
+
+
+def test_execute_uses_this_python_and_stops_its_kernel():
+    nb = _notebook("import os, sys\nprint(sys.executable, os.getpid())")
+    regenerate.execute(nb, smoke=True, timeout=60)
+    executable, pid = nb.cells[1].outputs[0].text.split()
+    assert executable == sys.executable
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc to look for the kernel's process")
+    deadline = time.time() + 10
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "the kernel outlived its notebook"
 
 
 def test_problems_names_what_is_wrong():
@@ -115,8 +132,10 @@ def test_problems_names_what_is_wrong():
                                                   traceback=[]),
                            nbformat.v4.new_output("display_data", data={"image/jpeg": "AAAA"}),
                            nbformat.v4.new_output("display_data", data={
-                               "text/plain": regenerate.PREVIEW_MARK, regenerate.WIDGET: {"model_id": "x"}})]
+                               "text/plain": regenerate.PREVIEW_MARK, regenerate.WIDGET: {"model_id": "x"}}),
+                           nbformat.v4.new_output("display_data", data={
+                               "text/plain": "  0%|    | 0/50", regenerate.WIDGET: {"model_id": "y"}})]
     found = " | ".join(regenerate.problems(nb, "99_test.ipynb", 3 * 2**20))
     for words in ("counts not 1..2", "3.00 MB", "ZeroDivisionError", "not PNG", "without its static preview",
-                  "/home/", "Colab badge", "install cell"):
+                  "a progress bar?", "/home/", "Colab badge", "install cell"):
         assert words in found, words
