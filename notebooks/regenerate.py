@@ -121,7 +121,7 @@ def execute(nb, smoke: bool, timeout: int | None = None, cwd: Path = NB_DIR, bar
     if not bars:
         env["TQDM_DISABLE"] = "1"  # a committed progress bar is noise
     client = NotebookClient(nb, kernel_name="python3", kernel_manager_class=ThisPythonKernel, timeout=timeout,
-                            record_timing=False, store_widget_state=False, resources={"metadata": {"path": str(cwd)}})
+                            record_timing=False, resources={"metadata": {"path": str(cwd)}})
     client.execute(env=env)
     return nb
 
@@ -157,10 +157,12 @@ def _bare_widget(o) -> bool:
 
 def scrub(nb):
     """Machine-specific paths in outputs -> neutral ones: the cache -> ~/.cache/ditlab, the checkout -> ditlab,
-    site-packages, home -> ~, temporary folders -> <tmp>; bare widget outputs (progress bars) dropped."""
+    site-packages, home -> ~, temporary folders -> <tmp>; bare widget outputs (progress bars) and the widget state
+    dropped."""
     for c in nb.cells:
         if c.cell_type == "code":
             c.outputs = [o for o in c.outputs if not _bare_widget(o)]
+    nb.metadata.pop("widgets", None)  # widget state: large, and only a kernel brings the widgets back to life
     pairs = _replacements()
     for box, key in _texts(nb):
         text = box[key] if isinstance(box[key], str) else "".join(box[key])

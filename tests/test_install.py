@@ -4,6 +4,7 @@ leaves Colab's torch and Jupyter packages alone. Offline: the wheel is built wit
 looks at an index."""
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -56,7 +57,6 @@ def test_wheel_packs_every_file_of_data_into_the_package(wheel):
 
 CHECK = """
 import json
-import os
 import ditlab
 from ditlab.eval import paper_table
 from ditlab.io import shipped_path
@@ -119,3 +119,13 @@ def test_colab_install_cell_leaves_torch_and_jupyter_alone(wheel, tmp_path):
     installs = {item["metadata"]["name"].lower(): item["metadata"]["version"]
                 for item in json.loads(report.read_text())["install"]}
     assert set(installs) <= {"ditlab"}, f"the Colab cell would install or upgrade {installs}"
+
+
+def test_shipped_files_are_read_through_shipped_path():
+    """A path built from the package's own location (`Path(ditlab.__file__).parents[1] / "data"`) finds data/ in
+    a clone only: code and notebooks ask `ditlab.io.shipped_path`, which also looks inside an installed wheel."""
+    pattern = re.compile(r"__file__\)(\.resolve\(\))?\.parents\[|\.parent\.parent|\.\./data/")
+    places = [p for p in (ROOT / "ditlab").rglob("*.py") if p.name != "io.py"] + \
+        sorted((ROOT / "notebooks").glob("*.ipynb"))
+    bad = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in places for m in [pattern.search(p.read_text())] if m]
+    assert not bad, f"use ditlab.io.shipped_path(...) instead: {bad}"

@@ -91,7 +91,8 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
         "%matplotlib inline\nimport os, sys, tempfile\nprint(os.getcwd(), sys.prefix, tempfile.mkdtemp())",
         "from matplotlib.figure import Figure\nfig = Figure(figsize=(2, 1)); fig.subplots().plot([0, 1]); fig",
         "", "print(os.environ['DITLAB_SMOKE'])",
-        "from tqdm.auto import tqdm\nfor _ in tqdm(range(2)): pass"), path)
+        "from tqdm.auto import tqdm\nfor _ in tqdm(range(2)): pass\n"
+        "import ipywidgets as W\nout = W.Output()\ndisplay(out)\nwith out:\n    print('captured')"), path)
     assert regenerate.regenerate(path) == []
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -99,7 +100,7 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
     printed = code[1].outputs[0].text
     assert str(tmp_path) not in printed and "<tmp>" in printed and "<python>" in printed
     assert "image/png" in code[2].outputs[0].data and code[4].outputs[0].text == "0\n"  # a full run
-    assert not code[5].outputs  # a progress bar: nothing to show on GitHub
+    assert not code[5].outputs and "widgets" not in nb.metadata  # a progress bar: nothing to show on GitHub
     assert regenerate.problems(nb, path.name, path.stat().st_size) == []
     nb.metadata["ditlab"] = {"regenerate": "smoke", "reason": "a test"}  # again, with outputs, in smoke mode
     nbformat.write(nb, path)

@@ -96,8 +96,10 @@ def test_every_optional_import_is_guarded_by_the_extra_that_installs_it():
 
 
 def _block(monkeypatch, *modules):
+    """`import m` (and of any submodule, even one imported before) now raises ImportError."""
     for m in modules:
-        monkeypatch.setitem(sys.modules, m, None)  # `import m` now raises ImportError
+        for name in [m] + [k for k in sys.modules if k.startswith(m + ".")]:
+            monkeypatch.setitem(sys.modules, name, None)
 
 
 @pytest.mark.parametrize("module, extra, call", [
