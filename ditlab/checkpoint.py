@@ -2,23 +2,27 @@
 
 Formats understood by `load_model(path)`:
 - ditlab model file: `*.safetensors` whose metadata holds the config (written by `save_model`);
-- ditlab training run/checkpoint folder (written by `ditlab.train`): loads its EMA weights;
+- ditlab training run folder (written by `ditlab.train`): loads its EMA weights, those of `checkpoint.safetensors`
+  unless `ema.safetensors` holds the same step (a run killed between the two writes leaves it behind);
 - official release, e.g. `DiT-XL-2-256x256.pt`: a plain state dict;
 - official `train.py` checkpoint, e.g. `0400000.pt`: {"model", "ema", "opt", "args"}; loads "ema".
-Pickles are only ever read with `torch.load(weights_only=True)`: no code inside a file is executed.
+Pickles are only ever read with `torch.load(weights_only=True)`: no code inside a file is executed. A file
+without a config is inferred from its shapes only where that is unambiguous; otherwise pass `config=`.
 """
 import argparse
 import json
 import math
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
-from .io import save_tensors
+from .io import open_tensors, resolve_device, save_tensors
 from .model import SIZES, DiT, DiTConfig, get_config
+
+
+TRAIN_FORMAT = "ditlab-train"  # a run's checkpoint.safetensors (training/state.py): model.*, ema.*, opt.*, rng.*
 
 
 def save_model(model: DiT, path: str | os.PathLike, dtype: torch.dtype | None = None, **metadata) -> Path:
@@ -35,34 +39,84 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
-                         f"containers, which could run arbitrary code. Only weights are loaded "
-                         f"(torch.load weights_only=True). Details: {str(e).splitlines()[0]}") from None
+        if "Unsupported global" in str(e) or _is_pickle(path):
+            raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
+                             f"containers, which could run arbitrary code. Only weights are loaded (torch.load "
+                             f"weights_only=True). Details: {_unpickler_error(e)}") from None
+        raise _unreadable(path, e) from None
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's readers fail in many ways on truncated or random bytes
+        raise _unreadable(path, e) from None
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None]:
-    """(state_dict, config dict or None) from any supported format; no model is built."""
+def _is_pickle(path) -> bool:
+    """Whether the file parses as a pickle (opcodes only, nothing is run): refused content, not random bytes."""
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+    return True
+
+
+def _unpickler_error(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
+
+
+def _unreadable(path, e: Exception) -> ValueError:
+    return ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or corrupt "
+                      f"({type(e).__name__}: {_unpickler_error(e)[:200]}); re-download or re-create it")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, list | None]:
+    """(state_dict, config dict or None, class names or None) from any supported format; no model is built."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir():  # a ditlab training run: prefer the EMA weights
-        for name in ("ema.safetensors", "model.safetensors"):
-            if (path / name).exists():
-                return read_checkpoint(path / name)
-        raise FileNotFoundError(f"{path} is a folder without ema.safetensors or model.safetensors")
+    if path.is_dir():
+        return _read_run(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
+        with open_tensors(path) as f:
             meta = f.metadata() or {}
+            if meta.get("format") == TRAIN_FORMAT:
+                raise ValueError(f"{path} is a training checkpoint (weights, EMA and optimizer state, for resuming); "
+                                 f"to load its EMA weights pass the run folder {str(path.parent)!r} or "
+                                 f"{str(path.with_name('ema.safetensors'))!r}")
             sd = {k: f.get_tensor(k) for k in f.keys()}
-        return sd, (json.loads(meta["config"]) if "config" in meta else _config_json_beside(path))
+        config = json.loads(meta["config"]) if "config" in meta else _config_json_beside(path)
+        return sd, config, json.loads(meta["classes"]) if "classes" in meta else None
     obj = safe_torch_load(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path} does not hold a state dict or an official DiT training checkpoint")
     if "ema" in obj and "args" in obj:  # official train.py format
-        return obj["ema"], _config_json_beside(path) or _config_from_args(obj["args"])
+        return obj["ema"], _config_json_beside(path) or _config_from_args(obj["args"]), None
     if "model" in obj and isinstance(obj["model"], dict) and not torch.is_tensor(obj["model"]):
-        return obj["model"], obj.get("config") or _config_json_beside(path)
-    return obj, _config_json_beside(path)
+        return obj["model"], obj.get("config") or _config_json_beside(path), None
+    return obj, _config_json_beside(path), None
+
+
+def _read_run(run: Path) -> tuple[dict, dict, list | None]:
+    """A training run folder -> its EMA weights. checkpoint.safetensors is written first and is what a resume
+    continues from; ema.safetensors, written after it, is used only when it holds the same step."""
+    ckpt, ema = run / "checkpoint.safetensors", run / "ema.safetensors"
+    if ckpt.exists():
+        with open_tensors(ckpt) as f:
+            meta = f.metadata() or {}
+            if not (ema.exists() and _metadata(ema).get("step") == meta.get("step")):
+                sd = {k.removeprefix("ema."): f.get_tensor(k) for k in f.keys() if k.startswith("ema.")}
+                return sd, json.loads(meta["config"]), json.loads(meta.get("classes", "null"))
+    for name in ("ema.safetensors", "model.safetensors"):
+        if (run / name).exists():
+            return read_checkpoint(run / name)
+    raise FileNotFoundError(f"{run} is a folder without checkpoint.safetensors, ema.safetensors or model.safetensors")
+
+
+def _metadata(path: Path) -> dict:
+    with open_tensors(path) as f:
+        return f.metadata() or {}
 
 
 def _config_json_beside(path: Path) -> dict | None:
@@ -94,8 +148,15 @@ def infer_config(sd: dict) -> DiTConfig:
     if heads is None or side * side != T:
         raise ValueError(f"cannot infer num_heads/input_size for depth={depth}, hidden={D}, tokens={T}; "
                          "pass config= (a DiTConfig, a dict or a config.json path)")
+    # R label rows are R classes (trained without label dropout) or R - 1 classes + the null class of guidance:
+    # only the released ImageNet DiTs (1000 classes + null) are known; anything else would be a guess
+    if rows != 1001:
+        raise ValueError(f"cannot tell the number of classes from the shapes: the label table has {rows} rows, "
+                         f"which is {rows} classes (trained with class_dropout_prob=0) or {rows - 1} classes + the "
+                         f"null class. Pass config= (a DiTConfig, a dict or a config.json path) with num_classes "
+                         f"and class_dropout_prob")
     return DiTConfig(input_size=side * p, patch_size=p, in_channels=C, hidden_size=D, depth=depth,
-                     num_heads=heads, num_classes=rows - 1, learn_sigma=out == 2 * C)
+                     num_heads=heads, num_classes=1000, class_dropout_prob=0.1, learn_sigma=out == 2 * C)
 
 
 def _as_config(config) -> DiTConfig:
@@ -127,8 +188,11 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
 
 def load_model(path: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
     """A DiT in eval mode from any supported checkpoint; the config comes from `config`, the file's metadata,
-    a `config.json` beside it, the official train args, or the tensor shapes, in that order."""
-    sd, stored = read_checkpoint(path)
+    a `config.json` beside it, the official train args, or the tensor shapes, in that order.
+    `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for
+    (`read_objective`)."""
+    device = resolve_device(device)
+    sd, stored, classes = read_checkpoint(path)
     if config is not None:
         cfg = _as_config(config)
     elif stored is not None:
@@ -137,16 +201,21 @@ def load_model(path: str | os.PathLike, config=None, device: str | torch.device 
         cfg = infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
-    model.classes = _class_names(Path(path))
+    model.classes = classes
+    model.objective = read_objective(path)
     return model.to(device).eval()
 
 
-def _class_names(path: Path) -> list[str] | None:
-    """Class names stored in a ditlab file's metadata, if any."""
-    if path.is_dir():
-        path = next((path / n for n in ("ema.safetensors", "model.safetensors") if (path / n).exists()), path)
-    if path.suffix != ".safetensors":
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["classes"]) if "classes" in meta else None
+def read_objective(path: str | os.PathLike) -> dict:
+    """What a checkpoint was trained for: the record ditlab writes into its files' metadata, e.g.
+    {"objective": "flow", "path": "linear", "prediction": "velocity", ...}; {"objective": "ddpm"} (the paper's) for
+    official files and older ditlab ones. A run folder: its EMA file, else its training checkpoint."""
+    path = Path(path)
+    files = [path / n for n in ("ema.safetensors", "checkpoint.safetensors", "model.safetensors")] \
+        if path.is_dir() else [path]
+    for f in files:
+        if f.suffix == ".safetensors" and f.exists():
+            meta = _metadata(f)
+            if "objective" in meta:
+                return json.loads(meta["objective"])
+    return {"objective": "ddpm"}

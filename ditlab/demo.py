@@ -26,9 +26,11 @@ SMOKE = dict(DEMO, model_args={"depth": 2, "hidden_size": 32, "num_heads": 2}, s
 SAMPLING = dict(steps=50, sampler="ddim", cfg_scale=4.0, per_class=10)
 
 
-def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None,
+             overwrite: bool = False) -> dict:
+    """The demo; a folder holding an earlier demo is refused unless `overwrite` (it is then replaced)."""
     out = Path(out_dir)
-    recipe = dict(SMOKE if smoke else DEMO, out_dir=str(out))
+    recipe = dict(SMOKE if smoke else DEMO, out_dir=str(out), overwrite=overwrite)
     if steps is not None:
         recipe["steps"] = steps
     t0 = time.perf_counter()

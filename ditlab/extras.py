@@ -4,6 +4,7 @@
     hf      diffusers, datasets, huggingface_hub        Hugging Face data, VAEs, released weights, interop
     flops   fvcore                                      Gflops counted over a traced forward pass
     fid     torch-fidelity                              Inception FID
+    flow    torchdiffeq                                 the adaptive ODE solver (dopri5) of the flow samplers
     all     every extra above;  test: what the test suite needs
 
 Wrap the import of one in `with requires("hf"):` so that a missing package fails with the extra to install,

@@ -1,5 +1,6 @@
-"""Files and folders every layer uses: atomic writes, tensor files, the cache folder, image grids, and
-whether the Hugging Face Hub can be reached. Nothing here knows about DiT."""
+"""Files, folders and devices every layer uses: atomic writes, tensor files, output paths checked before work,
+the cache folder, the committed reference files, image grids, the device to run on, and whether the Hugging Face Hub
+can be reached. Nothing here knows about DiT."""
 import math
 import os
 import socket
@@ -11,7 +12,7 @@ from urllib.parse import urlparse
 import torch
 from einops import rearrange
 from PIL import Image
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .extras import requires
@@ -42,10 +43,54 @@ def save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+def open_tensors(path):
+    """`safe_open` a .safetensors file (use as `with open_tensors(p) as f:`); a truncated, corrupt or
+    foreign file is a ValueError naming it instead of the reader's header error."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable .safetensors file ({e}): it is truncated, corrupt or in "
+                         "another format; re-create or re-download it") from None
+
+
 def load_tensors(path) -> tuple[dict, dict]:
     """Read a .safetensors file -> (dict of tensors, metadata dict)."""
-    with safe_open(str(path), framework="pt") as f:
+    with open_tensors(path) as f:
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    base = _nearest_existing(path.absolute().parent)
+    if not base.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r}: {str(base)!r} is a file, not a folder; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {str(path)!r}: no permission to write in {str(base)!r}; choose another path")
+
+
+def check_output_file(path, what: str = "output file") -> Path:
+    """Refuse an output file that is a folder or cannot be created — before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'samples.png')!r}")
+    _check_creatable(path, what)
+    return path
+
+
+def check_output_dir(path, what: str = "output folder") -> Path:
+    """Refuse an output folder that is a file or cannot be created — before any work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r} is a file; give a folder (a new or empty one)")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {str(path)!r}: no permission to write in it; choose another folder")
+    _check_creatable(path, what)
+    return path
 
 
 def default_cache_dir(cache_dir=None) -> Path:
@@ -60,6 +105,24 @@ def shipped_path(*parts: str) -> Path:
     packed = resources.files("ditlab") / "_data"
     root = Path(str(packed)) if packed.is_dir() else Path(__file__).resolve().parents[1] / "data"
     return root.joinpath(*parts)
+
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    """A file of the reference data committed beside the tests, e.g. "official_dit/DiT-tiny-release.pt" (the
+    official DiT code's tiny weights and outputs; tests/fixtures/README.md). Looked up in $DITLAB_FIXTURES, then
+    the repository's tests/fixtures/. Raises FileNotFoundError saying how to get it (an installed package
+    without the repository, e.g. on Colab, has no fixtures)."""
+    roots = [Path(os.environ["DITLAB_FIXTURES"]).expanduser()] if os.environ.get("DITLAB_FIXTURES") else []
+    for root in [*roots, FIXTURES_DIR]:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"reference file {name!r} is neither in $DITLAB_FIXTURES nor in the repository's "
+                            "tests/fixtures/. It ships with the ditlab "
+                            "repository, not with the installed package: clone the repository and install it with "
+                            "`pip install -e .`, or set $DITLAB_FIXTURES to a folder holding tests/fixtures/'s files")
 
 
 # ---- images ---------------------------------------------------------------------------------------------
@@ -91,6 +154,32 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
     grid = make_grid(images, nrow).numpy()
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+# ---- devices -------------------------------------------------------------------------------------------
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" (this process's GPU under torchrun, else the GPU, else the CPU), "cpu", "cuda", "cuda:N" or "mps"
+    -> torch.device; a malformed name or a device this machine lacks is a ValueError saying what exists."""
+    if isinstance(name, str) and name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}, no usable GPU); "
+                             "use 'cpu' or 'auto'")
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available here; use 'cpu' or 'auto'")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return device
 
 
 # ---- the network ----------------------------------------------------------------------------------------

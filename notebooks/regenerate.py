@@ -38,7 +38,7 @@ from traitlets import default
 NB_DIR = Path(__file__).resolve().parent
 ROOT = NB_DIR.parent
 REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
-COLAB_EXTRAS = "hf,flops"  # what the notebooks use beyond the core that Colab may lack; never [lab] (see README)
+COLAB_EXTRAS = "hf,flops,flow"  # what the notebooks use beyond the core that Colab may lack; never [lab] (see README)
 MAX_BYTES = 2 * 2**20  # per notebook, outputs included
 BIG_PNG = 60_000  # bytes: larger figures are re-encoded with a 256-colour palette when that is smaller
 INSTALL_MARK = "# Colab only: install ditlab"

@@ -205,6 +205,17 @@ def test_zip_with_wrapper_folder_mixed_sizes_and_grayscale(tmp_path):
         load_dataset(path, split="val", cache_dir=tmp_path / "c")
 
 
+def test_corrupt_or_truncated_image_in_a_zip_is_named(tmp_path):
+    good = _png(100, (8, 8), "L")
+    for name, data in [("truncated", good[: len(good) // 2]), ("random", os.urandom(300))]:
+        path = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("train/a/0.png", good)
+            z.writestr("train/b/bad.png", data)
+        with pytest.raises(ValueError, match=f"{name}.zip: cannot decode image 'train/b/bad.png'"):
+            load_dataset(path, cache_dir=tmp_path / "c")
+
+
 # ---------------------------------------------------------------- Hugging Face
 def test_hub_offline_fails_fast_with_alternatives(monkeypatch):
     import datasets
@@ -272,6 +283,49 @@ def test_bad_inputs(tmp_path):
         load_dataset(42)
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2), ["a"])
+
+
+def _npz(tmp_path, x, y, **extra):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x, y_train=y, **extra)
+    return path
+
+
+def test_npz_data_that_would_silently_turn_into_garbage_is_refused_at_load(tmp_path):
+    """NaN in float images, float labels that are not whole, a stray huge label, negative labels, booleans:
+    each refused once at load with the offending index and value (not quantised, truncated or grown into)."""
+    x = np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)  # floats in [0, 1]
+    y = np.array([0, 1, 2, 1, 0, 2])
+    nan = x.copy()
+    nan[3, 2, 5] = np.nan
+    big = x * 255
+    big[2, 0, 0] = 300.0
+    cases = [(nan, y, r"image 3 holds nan at \(channel, row, col\) \(0, 2, 5\)"),
+             (big, y, "image 2 holds 300.0"),
+             (x, y + 0.7, "label 0 is 0.7, not a whole number"),
+             (x, np.array([0, 1, 2, 1, 1_000_000, 2]), "label 4 is 1000000, which makes 1000001 classes"),
+             (x, np.array([0, 1, -1, 1, 0, 2]), "label 2 is -1"),
+             (x, y.astype(bool), "dtype bool")]
+    for images, labels, match in cases:
+        with pytest.raises(ValueError, match=match):
+            load_dataset(_npz(tmp_path, images, labels))
+    ok = load_dataset(_npz(tmp_path, x, y.astype(np.float64)))  # whole-number floats are class ids
+    assert ok.labels.tolist() == y.tolist() and ok.num_classes == 3
+    assert torch.equal(ok.images, torch.from_numpy(np.round(x * 255).astype(np.uint8))[:, None])
+    named = load_dataset(_npz(tmp_path, x, np.array([0, 1, 2, 1, 9, 2]), classes=np.array(list("abcdefghij"))))
+    assert named.num_classes == 10  # a `classes` array may name classes without images
+    with pytest.raises(ValueError, match="label 4 is 9, outside the 3 classes"):
+        load_dataset(_npz(tmp_path, x, np.array([0, 1, 2, 1, 9, 2]), classes=np.array(list("abc"))))
+
+
+def test_image_dataset_checks_its_labels():
+    images = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="integer tensor"):
+        ImageDataset(images, torch.tensor([0.0, 1.0, 1.0]), ["a", "b"])
+    with pytest.raises(ValueError, match="label 1 is -1"):
+        ImageDataset(images, torch.tensor([0, -1, 1]), ["a", "b"])
+    with pytest.raises(ValueError, match="label 2 is 2, outside the 2 classes"):
+        ImageDataset(images, torch.tensor([0, 1, 2]), ["a", "b"])
 
 
 def test_dataset_helpers(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """Gaussian diffusion: schedules, q/p, hybrid loss, respacing and samplers against the official DiT outputs
 (reference.safetensors) and against invariants of the equations."""
+import itertools
 import math
+import random
 
 import numpy as np
 import pytest
@@ -102,6 +104,39 @@ def test_space_timesteps_sections():
     assert space_timesteps(1000, "ddim50") == list(range(0, 1000, 20))
     assert space_timesteps(1000, "ddim7") == list(range(0, 1000, 143))  # first stride giving exactly 7 steps
     assert space_timesteps(10, [1, 2]) == [0, 5, 9]
+
+
+def _iddpm_respacing(T, counts):
+    """IDDPM's respacing rule written independently from its description: section i of [0, T) (sizes differ by
+    at most one, longer ones first) keeps counts[i] steps at the rounded running sums of a float stride."""
+    bounds = [0]
+    for i in range(len(counts)):
+        bounds.append(bounds[-1] + T // len(counts) + (1 if i < T % len(counts) else 0))
+    kept = set()
+    for lo, hi, c in zip(bounds, bounds[1:], counts):
+        stride = (hi - lo - 1) / (c - 1) if c > 1 else 1
+        kept |= {lo + round(pos) for pos in itertools.accumulate([stride] * (c - 1), initial=0.0)}
+    return sorted(kept)
+
+
+def test_space_timesteps_follows_the_official_rule_for_every_count():
+    mismatched = [n for n in range(1, 1001) if space_timesteps(1000, str(n)) != _iddpm_respacing(1000, [n])]
+    assert mismatched == []
+    # the two roundings really differ: round(k·stride) picks other indices for 278 counts, 21 among them
+    assert space_timesteps(1000, "21") != sorted({round(k * 999 / 20) for k in range(21)})
+    steps = space_timesteps(300, "10,15,20")  # the official code keeps 149 here, round(7·99/14) = 150 would not
+    assert 149 in steps and 150 not in steps
+
+
+def test_space_timesteps_random_section_lists_follow_the_official_rule():
+    rng = random.Random(0)
+    for _ in range(300):
+        T = rng.randint(1, 1000)
+        sections = rng.randint(1, min(T, 8))
+        size = T // sections
+        counts = [rng.randint(1, size) for _ in range(sections)]
+        spec = ",".join(map(str, counts))
+        assert space_timesteps(T, spec) == space_timesteps(T, counts) == _iddpm_respacing(T, counts), (T, spec)
 
 
 def test_respaced_keeps_alphas_cumprod(diffusion):
@@ -209,6 +244,8 @@ def test_rescaled_vb_scales_with_num_timesteps():
     a = create_diffusion("10", rescale_learned_sigmas=True).training_losses(model, x0, t, noise=noise)["vb"]
     b = create_diffusion("10", rescale_learned_sigmas=False).training_losses(model, x0, t, noise=noise)["vb"]
     close(a, b * 10 / 1000)
+    default = create_diffusion("10").training_losses(model, x0, t, noise=noise)["vb"]
+    assert torch.equal(default, b)  # like the official create_diffusion: no rescaling unless asked for
 
 
 def test_discretized_likelihood_is_a_distribution_over_256_bins():

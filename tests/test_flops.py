@@ -3,7 +3,8 @@ import pytest
 from conftest import ROOT
 
 from ditlab.cli import main
-from ditlab.eval import count_flops, count_params, estimate_flops, estimate_params, flops_table, paper_table
+from ditlab.eval import (FLOPS_PARTS, count_flops, count_params, estimate_flops, estimate_params, flops_breakdown,
+                         flops_table, paper_table)
 from ditlab.model import get_config
 
 ROWS = paper_table(path=ROOT / "tests" / "fixtures" / "paper_table4.csv")
@@ -38,6 +39,43 @@ def test_closed_form_equals_fvcore_and_real_params(block, size):
     c = get_config(size[0], block=block, input_size=size[1], depth=2)
     assert estimate_flops(c) == count_flops(c)
     assert estimate_params(c) == count_params(c)
+
+
+def _fvcore_by_part(c) -> dict:
+    """fvcore's per-module counts of a real forward pass, grouped like `flops_breakdown`."""
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    from ditlab.eval.flops import _sdpa_flop
+    from ditlab.model import DiT
+
+    args = (torch.zeros(1, c.in_channels, *c.hw), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    analysis = FlopCountAnalysis(DiT(c).eval(), args).set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop)
+    by = analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_module()
+    leaf = lambda *names: sum(v for k, v in by.items() if k.startswith(("blocks.", "final_layer."))  # noqa: E731
+                              and k.rsplit(".", 1)[-1] in names)
+    proj = leaf("qkv", "proj", "q", "kv")
+    return {"patch embedding": by["x_embedder"], "timestep embedding": by["t_embedder"],
+            "attention projections": proj, "attention scores": leaf("attn", "cross_attn") - proj,
+            "MLP": leaf("mlp"), "adaLN": leaf("adaLN_modulation"),
+            "LayerNorm": leaf("norm1", "norm2", "norm3", "norm_final"), "final layer": by["final_layer.linear"]}
+
+
+@pytest.mark.parametrize("block", ["adaLN-Zero", "adaLN", "cross-attention", "in-context"])
+def test_breakdown_matches_fvcore_per_component(block):
+    c = get_config("DiT-Mi/4", block=block, depth=2)
+    parts = flops_breakdown(c)
+    assert list(parts) == list(FLOPS_PARTS)
+    assert sum(parts.values()) == estimate_flops(c)
+    assert parts == _fvcore_by_part(c)
+
+
+def test_breakdown_halving_p_quadruples_the_per_token_parts():
+    a, b = flops_breakdown("DiT-XL/4"), flops_breakdown("DiT-XL/2")
+    for part in ("attention projections", "MLP", "LayerNorm"):
+        assert b[part] == 4 * a[part]
+    assert b["attention scores"] == 16 * a["attention scores"]
+    assert b["adaLN"] == a["adaLN"] and b["timestep embedding"] == a["timestep embedding"]  # once per image
 
 
 @pytest.mark.slow

@@ -100,7 +100,7 @@ COLAB = {"torch": "2.1.0", "jupyter_server": "1.16.0", "notebook": "6.5.5", "tor
 
 def test_colab_install_cell_leaves_torch_and_jupyter_alone(wheel, tmp_path):
     """The cell's pip command, resolved (`--dry-run --report`) where Colab's packages are installed at the
-    versions above (metadata-only stand-ins shadowing this environment's) and everything else ditlab[hf,flops]
+    versions above (metadata-only stand-ins shadowing this environment's) and everything else ditlab[hf,flops,flow]
     needs is present: it must install ditlab and nothing else (no index: it could not fetch a thing)."""
     regenerate = load_script(ROOT / "notebooks" / "regenerate.py")
     line = regenerate.install_cell_source().splitlines()[-1].strip()

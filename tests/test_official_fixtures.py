@@ -9,6 +9,7 @@ from conftest import FIXTURES
 
 from ditlab import DiT, DiTConfig, load_model, sincos_2d
 from ditlab.checkpoint import safe_torch_load
+from ditlab.io import fixture_path
 from ditlab.model import timestep_embedding
 
 
@@ -114,3 +115,17 @@ def test_checkpoint_shape_mismatch_names_tensors(tmp_path):
     msg = str(e.value)
     assert "y_embedder.embedding_table.weight: checkpoint (11, 64) vs model (13, 64)" in msg
     assert "missing tensors" in msg and "blocks.2.attn.qkv.weight" in msg
+
+
+def test_fixture_path_finds_the_committed_files(tmp_path, monkeypatch):
+    """Notebooks find the fixtures through `fixture_path` (cwd = notebooks/, or anywhere else)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DITLAB_FIXTURES", raising=False)
+    assert fixture_path("official_dit/DiT-tiny-release.pt") == FIXTURES / "DiT-tiny-release.pt"
+    (tmp_path / "official_dit").mkdir()
+    (tmp_path / "official_dit" / "DiT-tiny-release.pt").write_bytes(b"")
+    monkeypatch.setenv("DITLAB_FIXTURES", str(tmp_path))
+    assert fixture_path("official_dit/DiT-tiny-release.pt") == tmp_path / "official_dit" / "DiT-tiny-release.pt"
+    with pytest.raises(FileNotFoundError, match="clone the repository") as err:
+        fixture_path("official_dit/missing.pt")
+    assert str(tmp_path) not in str(err.value)  # says what to do, not where this machine looked

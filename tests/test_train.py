@@ -130,7 +130,7 @@ def test_bad_inputs_before_work(tmp_path, digits):
     with pytest.raises(FileNotFoundError, match="resume=True"):
         train(**TINY, steps=1, out_dir=str(tmp_path / "none"), resume=True, dataset=digits)
     train(**TINY, steps=1, ckpt_every=1, out_dir=str(tmp_path / "r"), dataset=digits)
-    with pytest.raises(ValueError, match="different model config"):
+    with pytest.raises(ValueError, match="model_args .* would change the run's model"):
         train(**{**TINY, "model_args": {"depth": 3, "hidden_size": 32, "num_heads": 2}}, steps=2,
               out_dir=str(tmp_path / "r"), resume=True, dataset=digits)
     with pytest.raises(ValueError, match="unknown dataset|valid names"):
@@ -198,7 +198,7 @@ def test_log_restarts_with_a_fresh_run_and_resume_drops_rows_past_the_checkpoint
     d = tmp_path / "run"
     train(**TINY, steps=4, ckpt_every=2, out_dir=str(d), dataset=digits)
     assert _log_steps(d) == [1, 2, 3, 4]
-    train(**TINY, steps=3, ckpt_every=2, out_dir=str(d), dataset=digits)  # fresh run into the same folder
+    train(**TINY, steps=3, ckpt_every=2, out_dir=str(d), dataset=digits, overwrite=True)  # a fresh run replaces it
     assert _log_steps(d) == [1, 2, 3]  # not 1..4 followed by 1..3
     # a run killed after logging steps 4 and 5 but before checkpointing them: resuming from step 3 drops them
     with open(d / "log.csv") as f:

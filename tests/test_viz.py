@@ -9,7 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ditlab.eval import estimate_flops, paper_table  # noqa: E402
+from ditlab.diffusion import create_diffusion  # noqa: E402
+from ditlab.eval import FLOPS_PARTS, estimate_flops, flops_breakdown, paper_table  # noqa: E402
 from ditlab.model import get_config, patchify, sincos_2d  # noqa: E402
 from ditlab.teach import viz, viz_training  # noqa: E402
 
@@ -133,6 +134,51 @@ def test_block_comparison_reproduces_table4():
         viz.block_comparison_plot([])
 
 
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_block_diagrams_draw_fig3():
+    fig = viz.block_diagrams()
+    assert len(fig.axes) == 4
+    by_block = {ax.get_title().split("\n")[0].removeprefix("DiT block with "): ax for ax in fig.axes}
+    assert list(by_block) == ["adaLN-Zero", "adaLN", "cross-attention", "in-context"]
+    for name, ax in by_block.items():
+        t = _texts(ax)
+        assert t.count("+") == (3 if name == "cross-attention" else 2)  # one residual sum per sub-layer
+        assert t.count("Layer Norm") == t.count("+")
+        assert ("Scale, Shift" in t) == name.startswith("adaLN")
+        assert t.count("Scale") == (2 if name == "adaLN-Zero" else 0)  # the gates α
+        assert ("α1" in t and "α2" in t) == (name == "adaLN-Zero")
+        assert any("Cross-Attention" in x for x in t) == (name == "cross-attention")
+        assert any("[t; y]" in x for x in t) == (name in ("cross-attention", "in-context"))
+        assert ("c = t + y" in t) == name.startswith("adaLN")
+    paper = {r["block"]: r for r in paper_table(image_size=256) if r["model"] == "DiT-XL/2"}
+    assert f"FID {paper['in-context']['fid50k_400k']:.1f}" in by_block["in-context"].get_title()
+    assert by_block["adaLN-Zero"].title.get_fontweight() == "bold"
+    assert len(viz.block_diagrams("adaLN", highlight=None).axes) == 1
+    with pytest.raises(ValueError, match="blocks"):
+        viz.block_diagrams(["adaLN-One"])
+
+
+def test_flops_breakdown_plot_stacks_the_parts():
+    fig = viz.flops_breakdown_plot(("S", "XL"), (8, 4, 2))
+    assert len(fig.axes) == 2
+    for ax, size in zip(fig.axes, ("S", "XL")):
+        bars = ax.patches
+        assert len(bars) == len(FLOPS_PARTS) * 3
+        for i, p in enumerate((8, 4, 2)):
+            parts = flops_breakdown(get_config(f"DiT-{size}/{p}"))
+            heights = [b.get_height() for b in bars[i::3]]  # one bar per patch size, one call per part
+            np.testing.assert_allclose(heights, [parts[k] / 1e9 for k in FLOPS_PARTS])
+            np.testing.assert_allclose(sum(heights), estimate_flops(f"DiT-{size}/{p}") / 1e9)
+        assert any("×4" in t for t in _texts(ax))  # halving p: about ×4
+    labels = fig.axes[0].get_legend().get_texts()
+    assert [t.get_text() for t in labels] == list(FLOPS_PARTS)[::-1]
+    with pytest.raises(ValueError, match="patch_sizes"):
+        viz.flops_breakdown_plot(patch_sizes=(3,))
+
+
 # ---------------------------------------------------------------- diffusion and training plots
 
 def _rows(n=5, vb=True):
@@ -164,8 +210,6 @@ def test_loss_curve_lines_and_log_scale():
 
 
 def test_schedule_plot_linear_vs_cosine():
-    from ditlab.diffusion import create_diffusion
-
     lin, cos = create_diffusion(), create_diffusion(noise_schedule="cosine")
     fig = viz_training.schedule_plot({"linear": lin, "cosine": cos})
     ab_ax, snr_ax, beta_ax = fig.axes
@@ -185,6 +229,21 @@ def test_schedule_plot_linear_vs_cosine():
         viz_training.schedule_plot([1, 2])
     with pytest.raises(ValueError, match="labels"):
         viz_training.schedule_plot([lin, cos], labels=["linear"])
+
+
+def test_variance_range_plot_is_log_beta_and_log_beta_tilde():
+    d = create_diffusion()
+    fig = viz_training.variance_range_plot(d, zoom=40)
+    full, zoom = fig.axes
+    hi, lo = [ln.get_ydata() for ln in full.get_lines()]
+    np.testing.assert_allclose(hi, d.log_betas.numpy())
+    np.testing.assert_allclose(lo, d.posterior_log_variance_clipped.numpy())
+    assert (hi >= lo - 1e-12).all()  # β̃_t ≤ β_t: the range is never empty
+    assert len(zoom.get_lines()[0].get_xdata()) == 40
+    with pytest.raises(ValueError, match="zoom"):
+        viz_training.variance_range_plot(d, zoom=1)
+    with pytest.raises(TypeError, match="GaussianDiffusion"):
+        viz_training.variance_range_plot("linear")
 
 
 def test_noising_strip_is_q_sample():

@@ -39,6 +39,13 @@ class ImageDataset(Dataset):
             raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be an integer tensor of class ids, got {labels.dtype}")
+        bad = (labels < 0) | (labels >= len(classes))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"label {i} is {int(labels[i])}, outside the {len(classes)} classes (ids 0.."
+                             f"{len(classes) - 1}); fix the labels or pass all class names")
         self.images, self.labels = images.contiguous(), labels.long()
         self.classes, self.name = list(classes), name
         self._fingerprint = None
@@ -71,17 +78,22 @@ class ImageDataset(Dataset):
     def fingerprint(self):
         """Content hash of images + labels + classes (used to key caches derived from this data)."""
         if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=16)
-            for t in (self.images, self.labels):
-                h.update(str(tuple(t.shape)).encode())
-                h.update(memoryview(t.numpy()).cast("B"))
-            h.update(json.dumps(self.classes).encode())
-            self._fingerprint = h.hexdigest()
+            self._fingerprint = content_hash((self.images, self.labels), self.classes)
         return self._fingerprint
 
     def __repr__(self):
         return (f"ImageDataset(name={self.name!r}, n={len(self)}, channels={self.channels}, "
                 f"image_size={self.image_size}, num_classes={self.num_classes})")
+
+
+def content_hash(tensors, classes) -> str:
+    """A short hex digest of CPU tensors' shapes and bytes plus the class names (a dataset's identity)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(memoryview(t.contiguous().numpy()).cast("B"))
+    h.update(json.dumps(list(classes)).encode())
+    return h.hexdigest()
 
 
 def _save_arrays(path, images, labels, classes):

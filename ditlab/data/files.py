@@ -16,6 +16,8 @@ SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}
 
 
 def to_nchw(x, where):
+    """Images (N, H, W) or (N, H, W, C) or (N, C, H, W) -> uint8 (N, C, H, W). Floats in [0, 1] are scaled to
+    [0, 255]; NaN/inf and values outside [0, 255] are refused with the first offending image and value."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[:, None]
@@ -23,13 +25,49 @@ def to_nchw(x, where):
         x = x.transpose(0, 3, 1, 2)
     elif not (x.ndim == 4 and x.shape[1] in (1, 3, 4)):
         raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
-            x = x * 255.0
-        if x.size and (x.min() < 0 or x.max() > 255):
-            raise ValueError(f"{where}: images must be uint8 (or floats in [0, 1]), got {x.dtype}")
-        x = np.round(x).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(x))
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{where}: images must be uint8 (or floats in [0, 1]), got {x.dtype}")
+    bad = ~np.isfinite(x) if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, bool)
+    if x.size and not bad.any() and x.min() >= 0 and x.max() <= 1 and np.issubdtype(x.dtype, np.floating):
+        x = x * 255.0
+    bad |= (x < 0) | (x > 255)
+    if bad.any():
+        i = np.argwhere(bad)[0]
+        raise ValueError(f"{where}: image {i[0]} holds {x[tuple(i)].item()!r} at (channel, row, col) {tuple(i[1:].tolist())}; "
+                         f"images must be uint8, or floats that are all in [0, 1] or all in [0, 255] (no NaN/inf)")
+    return torch.from_numpy(np.ascontiguousarray(np.round(x).astype(np.uint8)))
+
+
+def to_labels(y, where) -> torch.Tensor:
+    """Class ids -> int64 (N,); floats must be whole numbers (5.7 is refused, not truncated), booleans are refused."""
+    y = np.asarray(y).ravel()
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise ValueError(f"{where}: labels must be integer class ids 0..K-1, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{where}: label {i} is {y[i].item()!r}, not a whole number; labels must be class ids 0..K-1")
+    y = torch.from_numpy(y.astype(np.int64))
+    if len(y) and y.min() < 0:
+        i = int(torch.argmax((y < 0).int()))
+        raise ValueError(f"{where}: label {i} is {int(y[i])}; class ids must be >= 0")
+    return y
+
+
+def infer_classes(labels: torch.Tensor, where) -> list[str]:
+    """Class names "0".."K-1" for K = max label + 1, refused when most of those ids never occur (a stray label
+    such as 1 000 000 would otherwise build a million-class model)."""
+    if not len(labels):
+        return []
+    k, used = int(labels.max()) + 1, len(torch.unique(labels))
+    if 2 * used < k:
+        i = int(torch.argmax(labels))
+        raise ValueError(f"{where}: label {i} is {k - 1}, which makes {k} classes, but only {used} distinct ids occur; "
+                         f"relabel the classes as 0..{used - 1}, or store a `classes` array naming all {k} classes")
+    return [str(i) for i in range(k)]
 
 
 def read_npz(path, split):
@@ -44,11 +82,9 @@ def read_npz(path, split):
         xk, yk = f"x_{split}", f"y_{split}"
         if xk not in f or yk not in f:
             raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
-        images, labels = to_nchw(f[xk], str(path)), torch.from_numpy(np.asarray(f[yk]).astype(np.int64).ravel())
+        images, labels = to_nchw(f[xk], f"{path} {xk}"), to_labels(f[yk], f"{path} {yk}")
         classes = [str(c) for c in f["classes"]] if "classes" in f else None
-    if classes is None:
-        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
-    return images, labels, classes
+    return images, labels, classes if classes is not None else infer_classes(labels, f"{path} {yk}")
 
 
 def list_images(path):
@@ -96,9 +132,13 @@ def decode_images(path, members, image_size):
     try:
         for m in tqdm(members, desc=f"decoding {path.name}", disable=len(members) < 2000, leave=False):
             data = (path / m).read_bytes() if zf is None else zf.read(m)
-            im = Image.open(io.BytesIO(data))
-            mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")
-            out.append(im.convert(mode))
+            try:
+                im = Image.open(io.BytesIO(data))
+                mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")
+                out.append(im.convert(mode))
+            except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL: unidentified, truncated, corrupt
+                raise ValueError(f"{path}: cannot decode image {m!r} ({type(e).__name__}: {e}); "
+                                 f"remove or replace that file") from e
     finally:
         if zf is not None:
             zf.close()

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..extras import requires
 from ..io import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
+from .datasets import content_hash
 
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 SD_SCALE_FACTOR = 0.18215  # Stable Diffusion VAE latent scale (Rombach et al. 2022), used by DiT
@@ -52,6 +53,11 @@ class LatentDataset(Dataset):
     @property
     def num_classes(self):
         return len(self.classes)
+
+    @property
+    def fingerprint(self):
+        """Content hash of the posteriors, labels and classes (a resumed run checks it is training on the same)."""
+        return content_hash((self.mean, self.std, self.labels), self.classes)
 
     @property
     def channels(self):

@@ -75,7 +75,7 @@ class GaussianDiffusion:
     """DDPM with T = len(betas) steps; indices t ∈ [0, T). `timestep_map[t]` is what the model is shown
     (the identity here; `SpacedDiffusion` maps respaced indices back to the original timesteps)."""
 
-    def __init__(self, betas, model_var_type: str = "learned_range", rescale_vb: bool = True):
+    def __init__(self, betas, model_var_type: str = "learned_range", rescale_vb: bool = False):
         if model_var_type not in MODEL_VAR_TYPES:
             raise ValueError(f"model_var_type must be one of {MODEL_VAR_TYPES}, got {model_var_type!r}")
         b = np.asarray(betas, dtype=np.float64)
@@ -178,7 +178,8 @@ class GaussianDiffusion:
 
     def training_losses(self, model, x_start, t, model_kwargs=None, noise=None):
         """L_hybrid = L_simple + L_vlb (IDDPM §3.1) per sample -> dict(loss, mse, vb), each (N,).
-        The VB term sees ε̂ detached, so it trains only Σ; it is scaled by T/1000 (IDDPM "rescaled" loss)."""
+        The VB term sees ε̂ detached, so it trains only Σ; with rescale_vb it is scaled by T/1000 (IDDPM's
+        "rescaled" loss; off by default, as in DiT)."""
         noise = torch.randn_like(x_start) if noise is None else noise
         x_t = self.q_sample(x_start, t, noise)
         model_output = self._call_model(model, x_t, t, model_kwargs)

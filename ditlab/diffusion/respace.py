@@ -15,8 +15,9 @@ def space_timesteps(num_timesteps: int, section_counts) -> list[int]:
     """Sorted timesteps to keep out of `num_timesteps`.
 
     section_counts: "ddimN" -> every k-th step with k such that exactly N steps remain (k = T//N when T%N==0);
-    "N" or "N1,N2,..." (or a list of ints) -> split [0, T) into equal sections and take N_i evenly spaced
-    (rounded) steps from section i, always including its first and last step when N_i > 1.
+    "N" or "N1,N2,..." (or a list of ints) -> split [0, T) into equal sections (the first T % len(sections)
+    one step longer) and take N_i evenly spaced steps from section i of n_i steps: the stride
+    (n_i − 1)/(N_i − 1) is accumulated in floating point and each partial sum rounded, as in IDDPM / DiT.
     """
     if not isinstance(num_timesteps, int) or num_timesteps < 1:
         raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
@@ -52,7 +53,12 @@ def space_timesteps(num_timesteps: int, section_counts) -> list[int]:
             raise ValueError(f"timestep_respacing {section_counts!r}: cannot take {count} steps from a section "
                              f"of {n} (num_timesteps={num_timesteps}, {len(counts)} sections)")
         stride = 1.0 if count == 1 else (n - 1) / (count - 1)
-        steps += [start + round(k * stride) for k in range(count)]
+        # IDDPM's rule: the float position is accumulated and each partial sum rounded (round(k·stride) differs
+        # by one index for many counts, e.g. 21 of 1000)
+        position = 0.0
+        for _ in range(count):
+            steps.append(start + round(position))
+            position += stride
         start += n
     return sorted(set(steps))
 
@@ -74,11 +80,13 @@ class SpacedDiffusion(GaussianDiffusion):
 
 
 def create_diffusion(timestep_respacing="", noise_schedule: str = "linear", learn_sigma: bool = True,
-                     sigma_small: bool = False, diffusion_steps: int = 1000, rescale_learned_sigmas: bool = True):
-    """DiT's diffusion: linear schedule, T=1000, learned Σ ("learned range"), L_simple + (T/1000)·L_vlb.
+                     sigma_small: bool = False, diffusion_steps: int = 1000, rescale_learned_sigmas: bool = False):
+    """DiT's diffusion: linear schedule, T=1000, learned Σ ("learned range"), L_simple + L_vlb.
 
     timestep_respacing: "" (all steps, for training) or a `space_timesteps` spec such as "250" or "ddim50".
     Without learn_sigma the variance is fixed: β̃_t if sigma_small else β_t, and the loss is L_simple.
+    rescale_learned_sigmas: scale L_vlb by T/1000 (IDDPM's "rescaled MSE"); off as in DiT, where it only
+    matters for a respaced diffusion (T = 1000 gives a factor 1).
     """
     betas = get_beta_schedule(noise_schedule, diffusion_steps)
     var_type = MODEL_VAR_TYPES[0] if learn_sigma else ("fixed_small" if sigma_small else "fixed_large")

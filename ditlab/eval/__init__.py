@@ -6,13 +6,13 @@ its samples.
     judge.py    a small classifier trained on the real data: the offline stand-in for Inception-V3
     metrics.py  conditional accuracy, Fréchet distance, Inception FID (extra), ADM .npz samples
 """
-from .flops import count_flops, count_params, estimate_flops, estimate_params
+from .flops import FLOPS_PARTS, count_flops, count_params, estimate_flops, estimate_params, flops_breakdown
 from .judge import Judge, get_judge, load_judge, train_judge
 from .metrics import (conditional_accuracy, evaluate, feature_stats, frechet_distance, inception_fid, judge_fd,
                       load_npz_samples, save_npz_samples)
 from .table4 import draw_fig8, flops_table, format_table, paper_table
 
-__all__ = ["Judge", "conditional_accuracy", "count_flops", "count_params", "draw_fig8", "estimate_flops",
-           "estimate_params", "evaluate", "feature_stats", "flops_table", "format_table", "frechet_distance",
+__all__ = ["FLOPS_PARTS", "Judge", "conditional_accuracy", "count_flops", "count_params", "draw_fig8", "estimate_flops",
+           "estimate_params", "evaluate", "feature_stats", "flops_breakdown", "flops_table", "format_table", "frechet_distance",
            "get_judge", "inception_fid", "judge_fd", "load_judge", "load_npz_samples", "paper_table",
            "save_npz_samples", "train_judge"]

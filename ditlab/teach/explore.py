@@ -22,7 +22,7 @@ from ..eval import draw_fig8, estimate_flops, estimate_params, paper_table
 from ..eval.table4 import PATCH_MARKERS, SIZE_COLORS
 from ..io import default_cache_dir
 from ..model import PAPER_SIZES, get_config
-from ..sampling import parse_labels, sample
+from ..sampling import parse_labels, sample, samplers_for
 from ..training import train
 from ..zoo import list_pretrained, load_pretrained
 from . import viz
@@ -176,12 +176,20 @@ def patch_overlay(image, patch: int = 2, latent_size: int | None = None) -> Figu
 
 # ---------------------------------------------------------------- sampling (§3.1): grids, trajectories, guidance
 
-def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str = "ddim",
+def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str | None = None,
              seed: int = 0, trajectory: bool = False, progress: bool = False, **model_kw):
-    """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory)."""
+    """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory).
+    sampler None: the model's default (DDIM, or Euler for a flow-matching model; `sampler_names`)."""
     m = get_model(model, **model_kw)
     return sample(m, list(labels), steps=steps, sampler=sampler, cfg_scale=cfg_scale, seed=seed,
                   progress=progress, trajectory=trajectory)
+
+
+def sampler_names(model, trajectory: bool = False) -> list[str]:
+    """The samplers that fit a model (DDPM's, or the flow ODE/SDE ones), the default first; `trajectory`: only
+    those that record a denoising trajectory."""
+    names = list(samplers_for(model))
+    return [n for n in names if n in ("ddim", "ddpm", "euler", "heun")] if trajectory else names
 
 
 def _class_names(model) -> list[str]:
@@ -200,17 +208,18 @@ def _labels(model, label, n: int) -> list[int]:
 
 
 def sample_grid(model=DEFAULT_MODEL, label=None, n: int = 8, cfg_scale: float = 4.0, steps: int = 25,
-                sampler: str = "ddim", seed: int = 0, nrow: int = 8, progress: bool = False, **model_kw) -> Figure:
+                sampler: str | None = None, seed: int = 0, nrow: int = 8, progress: bool = False, **model_kw) -> Figure:
     """n samples of one class (`label`: id or name) or of every class in turn (None), titled with the class."""
     m = get_model(model, **model_kw)
     out = generate(m, _labels(m, label, n), cfg_scale, steps, sampler, seed, progress=progress)
     names = _class_names(m)
     fig = viz.show_images(out.images, nrow=min(nrow, n), titles=[names[i] for i in out.labels])
-    fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler} {steps} steps, cfg {cfg_scale:g}, seed {seed}", fontsize=10)
+    fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler or samplers_for(m)[0]} {steps} steps, cfg {cfg_scale:g}, "
+                 f"seed {seed}", fontsize=10)
     return fig
 
 
-def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0,
+def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0,
                    seed: int = 0, progress: bool = False, **model_kw) -> list[dict]:
     """The sampling trajectory of one image: per step dict(t, x_t (1, C, H, W), pred_x0 (1, C, H, W)), from
     pure noise (t = 999) to the last step; the sample itself is the last pred_x0."""
@@ -227,7 +236,7 @@ def scrubber_figure(trajectory, index: int = 0, image: int = 0) -> Figure:
         raise ValueError(f"index must be an int in [0, {len(trajectory)}), got {index!r}")
     s = trajectory[index]
     fig, axes = viz._figure(1, 2, (2.6, 2.8))
-    for ax, key, title in zip(axes, ("x_t", "pred_x0"), (f"x_t, t = {int(s['t'])}", "predicted x̂_0")):
+    for ax, key, title in zip(axes, ("x_t", "pred_x0"), (f"x_t, t = {s['t']:.3g}", "predicted x̂_0")):
         viz._imshow(ax, s[key][image])
         viz._off(ax)
         ax.set_title(title, fontsize=10)
@@ -236,7 +245,7 @@ def scrubber_figure(trajectory, index: int = 0, image: int = 0) -> Figure:
 
 
 def cfg_sweep(model=DEFAULT_MODEL, label=0, scales=(1.0, 2.0, 4.0, 7.0), n: int = 6, steps: int = 25,
-              sampler: str = "ddim", seed: int = 0, progress: bool = False, **model_kw) -> Figure:
+              sampler: str | None = None, seed: int = 0, progress: bool = False, **model_kw) -> Figure:
     """One row per guidance scale: n samples of one class from the same noise (seed), so only the scale changes."""
     m = get_model(model, **model_kw)
     if not scales:
@@ -249,7 +258,7 @@ def cfg_sweep(model=DEFAULT_MODEL, label=0, scales=(1.0, 2.0, 4.0, 7.0), n: int 
 
 
 def compare_patch_sizes(names=PATCH_NAMES, label=None, n: int = 6, cfg_scale: float = 4.0, steps: int = 25,
-                        sampler: str = "ddim", seed: int = 0, fallback_steps: int | None = None) -> Figure:
+                        sampler: str | None = None, seed: int = 0, fallback_steps: int | None = None) -> Figure:
     """Samples of several models (e.g. the shipped patch sizes 2, 4, 8) from the same seed, one row each,
     labelled with the model's patch size, tokens and Gflops."""
     if not names:

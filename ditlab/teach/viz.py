@@ -2,7 +2,8 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot: nothing is shown or kept in
 global state. In Jupyter, make the figure the last expression of a cell to display it; elsewhere call
-`fig.savefig(path)`. Sections: images and patches · embeddings · compute (Gflops, parameters) · image tables.
+`fig.savefig(path)`. Sections: images and patches · embeddings · block diagrams · compute (Gflops, parameters) ·
+image tables.
 The diffusion and training plots (schedules, noising, trajectories, loss curves, the training dashboard) are
 in `ditlab.teach.viz_training`.
 """
@@ -12,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
-from ..eval import estimate_flops, estimate_params, paper_table
-from ..model import get_config, patchify
+from ..eval import FLOPS_PARTS, estimate_flops, estimate_params, flops_breakdown, paper_table
+from ..model import BLOCKS, get_config, patchify
 
 
 def _figure(nrows: int = 1, ncols: int = 1, cell: tuple[float, float] = (3.0, 3.0), **kw):
@@ -190,6 +191,95 @@ def similarity_heatmaps(pos_embed, grid: int | tuple[int, int], tokens: Sequence
     return fig
 
 
+# ---------------------------------------------------------------- block diagrams (paper §3.2, Fig. 3)
+
+_COLORS = dict(norm="#f7e6a1", attn="#f4b183", mlp="#9dc3e6", mod="#dddddd", cond="#a9d18e", io="white")
+_HEIGHT, _GAP = dict(mod=0.42, plus=0.36, io=0.4, res=-0.38), 0.38  # box heights (default 0.72); gap between boxes
+
+
+def _height(kind: str) -> float:
+    return _HEIGHT.get(kind, 0.72)
+
+
+def _block_rows(block: str) -> list[tuple]:
+    """A block design bottom to top as (kind, label, side input): kinds io, res (a residual branch starts),
+    norm, mod (scale/shift/gate), attn, mlp, plus (the residual sum)."""
+    ada, zero = block.startswith("adaLN"), block == "adaLN-Zero"
+
+    def sub(kind, label, n, side=None):
+        rows = [("res", None, None), ("norm", "Layer Norm", None)]
+        rows += [("mod", "Scale, Shift", f"γ{n}, β{n}")] if ada else []
+        rows += [(kind, label, side)] + ([("mod", "Scale", f"α{n}")] if zero else [])
+        return rows + [("plus", "+", None)]
+
+    rows = [("io", "input tokens + [t; y] tokens" if block == "in-context" else "input tokens", None)]
+    rows += sub("attn", "Multi-Head\nSelf-Attention", 1)
+    if block == "cross-attention":
+        rows += sub("attn", "Multi-Head\nCross-Attention", 2, "[t; y] tokens")
+    rows += sub("mlp", "Pointwise\nFeedforward", 3 if block == "cross-attention" else 2)
+    return rows + [("io", "output tokens (t, y tokens dropped)" if block == "in-context" else "output tokens", None)]
+
+
+def _draw_block(ax, block: str, top: float) -> None:
+    cx, w, left, right = 0.42, 0.56, 0.06, 0.93
+    y, prev, res, side = 0.3, None, [], []
+    arrow = dict(arrowstyle="-|>", color="black", lw=0.9, shrinkA=0, shrinkB=0)
+    for kind, label, side_label in _block_rows(block):
+        if kind == "res":
+            res.append(y - 0.2)
+            continue
+        h = _height(kind)
+        if prev is not None:
+            ax.annotate("", (cx, y), (cx, prev), arrowprops=arrow)
+        if kind == "plus":
+            ax.plot(cx, y + h / 2, "o", ms=13, mfc="white", mec="black", mew=0.9, zorder=3)  # round at any aspect
+            ax.text(cx, y + h / 2, "+", ha="center", va="center", fontsize=10, zorder=4)
+            r = res.pop()
+            ax.plot([cx, left, left], [r, r, y + h / 2], color="black", lw=0.9)
+            ax.annotate("", (cx - 0.045, y + h / 2), (left, y + h / 2), arrowprops=arrow)
+        else:
+            bw = w * (0.62 if kind == "mod" else 1)
+            ax.add_patch(FancyBboxPatch((cx - bw / 2, y), bw, h, boxstyle="round,pad=0,rounding_size=0.04",
+                                        fc=_COLORS.get(kind, "white"), ec="black" if kind != "io" else "none", lw=0.9))
+            ax.text(cx, y + h / 2, label, ha="center", va="center", fontsize=7.5)
+            if side_label:
+                side.append((y + h / 2, cx + bw / 2, side_label))
+        prev, y = y + h, y + h + _GAP
+    if block.startswith("adaLN"):  # the regression MLP on c = t + y feeds every Scale / Shift box
+        ax.add_patch(FancyBboxPatch((right - 0.07, 0.25), 0.14, 0.5, boxstyle="round,pad=0,rounding_size=0.03",
+                                    fc=_COLORS["cond"], ec="black", lw=0.9))
+        ax.text(right, 0.5, "MLP", ha="center", va="center", fontsize=7.5, rotation=90)
+        ax.text(right, 0.12, "c = t + y", ha="center", va="center", fontsize=7.5)
+        ax.plot([right, right], [0.75, side[-1][0]], color="tab:green", lw=0.9)
+    for yy, x0, label in side:
+        start = right if block.startswith("adaLN") else right + 0.05
+        ax.annotate("", (x0, yy), (start, yy), arrowprops={**arrow, "color": "tab:green"})
+        ax.text((x0 + start) / 2, yy + 0.06, label, ha="center", va="bottom", fontsize=7, color="tab:green")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, top)
+    ax.set_axis_off()
+
+
+def block_diagrams(blocks: Sequence[str] = BLOCKS, highlight: str | None = "adaLN-Zero", size: float = 2.9) -> Figure:
+    """The paper's Fig. 3: one diagram per block design (adaLN-Zero, adaLN, cross-attention, in-context), bottom to
+    top, with the residual connections and where t and y come in; titled with DiT-XL/2's Gflops and FID-50K from
+    Table 4. `highlight`: a design whose title is drawn in bold (None: none)."""
+    names = [blocks] if isinstance(blocks, str) else list(blocks)
+    if not names or any(b not in BLOCKS for b in names):
+        raise ValueError(f"blocks must be a non-empty list of {list(BLOCKS)}, got {blocks!r}")
+    if highlight is not None and highlight not in BLOCKS:
+        raise ValueError(f"highlight must be None or one of {list(BLOCKS)}, got {highlight!r}")
+    fig, axes = _figure(1, len(names), (size, 2.1 * size))
+    paper = {r["block"]: r for r in paper_table(image_size=256) if r["model"] == "DiT-XL/2"}
+    top = max(0.3 + sum(_height(k) + _GAP for k, _, _ in _block_rows(b)) for b in names)  # res rows add nothing
+    for ax, b in zip(axes, names):
+        _draw_block(ax, b, top)
+        r = paper[b]
+        ax.set_title(f"DiT block with {b}\nXL/2: {r['gflops']:.1f} Gflops, FID {r['fid50k_400k']:.1f}", fontsize=9,
+                     fontweight="bold" if b == highlight else "normal")
+    return fig
+
+
 # ---------------------------------------------------------------- compute: Gflops and parameters (§4, Table 4)
 
 def gflops_vs_patch(sizes: Sequence[str] = ("S", "B", "L", "XL"), patch_sizes: Sequence[int] = (2, 4, 8),
@@ -253,6 +343,37 @@ def block_comparison_plot(rows: Sequence[dict] | None = None) -> Figure:
     ax.set_title("paper FID-50K after 400K steps")
     for ax in axes:
         ax.set_xticks(x, names, rotation=30, ha="right")
+    return fig
+
+
+def flops_breakdown_plot(sizes: Sequence[str] = ("S", "XL"), patch_sizes: Sequence[int] = (8, 4, 2),
+                         input_size: int = 32) -> Figure:
+    """Stacked bars of `ditlab.eval.flops_breakdown`: one axes per model size, one bar per patch size, one colour
+    per component (patch embedding, attention projections and scores, MLP, adaLN, ...), the total on top and the
+    factor over the previous bar: halving p quadruples the tokens, and the Gflops with them."""
+    ps = list(patch_sizes)
+    if not sizes or not ps or any(not isinstance(p, int) or p < 1 or input_size % p for p in ps):
+        raise ValueError(f"sizes must be non-empty and patch_sizes positive ints dividing input_size={input_size}, "
+                         f"got {sizes!r}, {patch_sizes!r}")
+    fig, axes = _figure(1, len(sizes), (4.0, 3.8))
+    colors = dict(zip(FLOPS_PARTS, ("tab:gray", "tab:olive", "tab:orange", "tab:red", "tab:blue", "tab:green",
+                                    "tab:pink", "tab:purple")))
+    for ax, s in zip(axes, sizes):
+        parts = [flops_breakdown(get_config(f"DiT-{s}/{p}", input_size=input_size)) for p in ps]
+        bottom = np.zeros(len(ps))
+        for name in FLOPS_PARTS:
+            h = np.array([d[name] for d in parts]) / 1e9
+            ax.bar(range(len(ps)), h, 0.6, bottom=bottom, color=colors[name], label=name)
+            bottom += h
+        for i, total in enumerate(bottom):
+            ax.text(i, total, f"{total:.3g}" + (f"\n×{total / bottom[i - 1]:.2f}" if i else ""), ha="center",
+                    va="bottom", fontsize=8)
+        ax.set_xticks(range(len(ps)), [f"p = {p}\nT = {(input_size // p) ** 2}" for p in ps])
+        ax.set_ylim(0, bottom.max() * 1.22)
+        ax.set_ylabel("Gflops per forward pass")
+        ax.set_title(f"DiT-{s}, {input_size}×{input_size} latent", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left")  # in the order of the stack
     return fig
 
 

@@ -1,5 +1,5 @@
-"""Plots of the diffusion process and of training: noise schedules, the forward noising, sampling
-trajectories, loss curves and the live training dashboard (paper §3.1, §4).
+"""Plots of the diffusion process and of training: noise schedules, the learned-Σ range, the forward noising,
+sampling trajectories, loss curves and the live training dashboard (paper §3.1, §4).
 
 Like `ditlab.teach.viz`, every function returns a `matplotlib.figure.Figure` built without pyplot; the shared
 drawing helpers come from there.
@@ -86,6 +86,29 @@ def schedule_plot(diffusion, labels: str | Sequence[str] | None = None) -> Figur
         if log:
             ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def variance_range_plot(diffusion, zoom: int = 50) -> Figure:
+    """The range the learned Σ_θ interpolates in (IDDPM eq. 15): log β_t (upper bound) and log β̃_t, the posterior
+    variance (lower bound), against t, shaded between; right: the first `zoom` steps, where they differ most."""
+    if not (hasattr(diffusion, "log_betas") and hasattr(diffusion, "posterior_log_variance_clipped")):
+        raise TypeError("diffusion must be a GaussianDiffusion (ditlab.create_diffusion())")
+    if not isinstance(zoom, int) or not 2 <= zoom <= diffusion.num_timesteps:
+        raise ValueError(f"zoom must be an int in [2, {diffusion.num_timesteps}], got {zoom!r}")
+    t = _numpy(diffusion.timestep_map)
+    hi, lo = diffusion.log_betas.numpy(), diffusion.posterior_log_variance_clipped.numpy()
+    fig, axes = _figure(1, 2, (4.6, 3.4))
+    for ax, n in zip(axes, (len(t), zoom)):
+        ax.fill_between(t[:n], lo[:n], hi[:n], color="tab:purple", alpha=0.2, label="log Σ_θ lies here")
+        ax.plot(t[:n], hi[:n], color="tab:red", label="log β_t  (v = +1)")
+        ax.plot(t[:n], lo[:n], color="tab:blue", label="log β̃_t  (v = −1)")
+        ax.set_xlabel("timestep t")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("log variance of p(x_{t−1} | x_t)")
+    axes[0].set_title("the learned-Σ range", fontsize=10)
+    axes[1].set_title(f"the first {zoom} steps", fontsize=10)
     axes[0].legend(fontsize=8)
     return fig
 

@@ -139,10 +139,11 @@ def _default_model() -> str:
 EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None value as "no selection")
 
 
-def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str = "ddim",
+def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str | None = None,
                seed: int = 0, fallback_steps: int | None = None, auto: bool = True):
     """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
-    `model`: a name from `explore.model_names()` or a DiT. Returns a `Panel`."""
+    `model`: a name from `explore.model_names()` or a DiT. The sampler control offers what fits the model: DDIM and
+    DDPM, or for a flow-matching checkpoint the ODE and SDE samplers. Returns a `Panel`."""
     model = _default_model() if model is None else model
     model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
     m = explore.get_model(model, fallback_steps=fallback_steps)
@@ -150,7 +151,8 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
     steps_w = W.IntSlider(value=steps, min=2, max=250, description="steps", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
+    names = explore.sampler_names(m)
+    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
     n_w = W.IntSlider(value=n, min=1, max=40, description="images", continuous_update=False)
     button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
@@ -162,6 +164,9 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
                 mm = explore.get_model(model_w.value, fallback_steps=fallback_steps)
             label_w.options = [("every class", EVERY)] + _class_options(mm)
             label_w.value = EVERY
+            if list(sampler_w.options) != explore.sampler_names(mm):  # DDPM vs flow-matching samplers
+                sampler_w.options = explore.sampler_names(mm)
+                sampler_w.value = sampler_w.options[0]
         except Exception as e:
             status.value = _error(e)
 
@@ -187,7 +192,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
                       n=n_w, button=button, status=status, progress=progress, image=image))
 
 
-def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0, seed: int = 0,
+def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0, seed: int = 0,
              fallback_steps: int | None = None, auto: bool = True):
     """A denoising scrubber: "Sample" records one trajectory, the step slider shows x_t and the predicted x̂_0
     at each step (frames are cached, so scrubbing is instant). Returns a `Panel`."""
@@ -195,7 +200,8 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
     m = explore.get_model(model, fallback_steps=fallback_steps)
     label_w = W.Dropdown(options=_class_options(m), value=int(explore._labels(m, label, 1)[0]), description="class")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler")
+    names = explore.sampler_names(m, trajectory=True)
+    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler")
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
     step_w = W.IntSlider(value=0, min=0, max=max(1, steps - 1), description="step", disabled=True)

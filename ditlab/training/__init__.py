@@ -4,12 +4,15 @@
     hardware.py  device, precision (bf16 / fp16 + grad scaler / fp32) and DDP processes
     ema.py       the EMA of the weights that samples are drawn from
     state.py     the resumable state (weights, EMA, optimizer, RNG) in one atomic safetensors file
+    rundir.py    the run folder: a lock, no silent clobbering (resume / overwrite), orphaned temp files removed
+    resume.py    what a resumed run may change: applied and reported, or refused
     log.py       log.csv, one row per logged step
     loop.py      train(): the loop itself
 """
-from .config import PRECISIONS, TrainConfig, build_model_config
+from .config import OBJECTIVES, PRECISIONS, TrainConfig, build_model_config, build_objective, describe_objective
 from .hardware import resolve_precision
 from .log import read_log
 from .loop import train
 
-__all__ = ["PRECISIONS", "TrainConfig", "build_model_config", "read_log", "resolve_precision", "train"]
+__all__ = ["OBJECTIVES", "PRECISIONS", "TrainConfig", "build_model_config", "build_objective", "describe_objective",
+           "read_log", "resolve_precision", "train"]

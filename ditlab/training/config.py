@@ -1,10 +1,23 @@
-"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), and the
-model config sized to the data."""
+"""`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), checked
+when it is made — types from the field annotations, ranges and the model below — so that bad options fail before
+any data is loaded; the model config sized to the data; and the training objective (DDPM as in the paper, or
+flow matching as in SiT)."""
+import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields
 
+from ..diffusion import GaussianDiffusion, create_diffusion
+from ..diffusion.flow import LOSS_WEIGHTS, PREDICTIONS, T_SAMPLINGS, FlowMatching, create_flow
+from ..diffusion.interpolants import PATHS
 from ..model import DiTConfig, get_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OBJECTIVES = ("ddpm", "flow")
+FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": LOSS_WEIGHTS[1:],
+               "t_sampling": T_SAMPLINGS}
+DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 
 
 @dataclass
@@ -24,7 +37,12 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
     class_dropout_prob: float = 0.1
-    learn_sigma: bool = True
+    learn_sigma: bool = True  # objective "ddpm" only: flow models predict C channels
+    objective: str = "ddpm"  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below
+    path: str | None = None  # flow: "linear" (rectified flow, default), "gvp" or "vp"
+    prediction: str | None = None  # flow: "velocity" (default), "noise" or "score"
+    loss_weight: str | None = None  # flow with noise/score prediction: "velocity" or "likelihood" (SiT); default none
+    t_sampling: str | None = None  # flow: "uniform" (default) or "logit-normal" (SD3)
     grad_clip: float | None = None
     grad_checkpointing: bool = False
     precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 + grad scaler on older GPUs, fp32 on CPU
@@ -36,24 +54,52 @@ class TrainConfig:
     sample_every: int = 500  # 0: never; an EMA sample grid PNG under samples/
     sample_steps: int = 25
     sample_cfg: float = 4.0
-    resume: bool = False
+    resume: bool = False  # continue the run in out_dir from its checkpoint (what may change: resume.py)
+    overwrite: bool = False  # a new run into a folder holding a run deletes that run first (else: refused)
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps"):
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)
+        for f in fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), f.type))
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps", "image_size", "limit"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if v is not None and v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.sample_steps > DIFFUSION_STEPS:
+            raise ValueError(f"sample_steps must be at most {DIFFUSION_STEPS} (the diffusion's steps), got {self.sample_steps}")
         if self.sample_every < 0:
-            raise ValueError(f"sample_every must be >= 0, got {self.sample_every}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
+        for name, ok, rule in [("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+                               ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+                               ("sample_cfg", True, "a finite guidance scale (1: none)")]:
+            v = getattr(self, name)
+            if not ok or (v is not None and not math.isfinite(v)):
+                raise ValueError(f"{name} must be {rule}, got {v!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        for name, allowed in FLOW_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None and self.objective != "flow":
+                raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={self.objective!r})")
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
+        # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
+        try:
+            patch = get_config(self.model, **self.model_args).patch_size
+            get_config(self.model, **{"input_size": self.image_size or patch, **self.model_args,
+                                      "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
+        except ValueError as e:
+            raise ValueError(f"model={self.model!r}, model_args={self.model_args}"
+                             + (f", image_size={self.image_size}" if self.image_size else "") + f": {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -63,13 +109,47 @@ class TrainConfig:
         return cls(**d)
 
 
+def _checked_type(name: str, value, annotation):
+    """`value` if it has the field's annotated type (a class, or a union such as `int | None`), else a TypeError
+    naming the option; ints and floats (numpy's too) come back as Python numbers, booleans are not numbers."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    for t in allowed:
+        if t is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if t not in (int, float) and isinstance(t, type) and isinstance(value, t):
+            return value
+    names = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+    raise TypeError(f"{name} must be {names}, got {type(value).__name__} {value!r}")
+
+
+_TYPE_NAMES = {int: "an int", float: "a number", bool: "True or False", str: "a string", dict: "a dict",
+               type(None): "None"}
+
+
 def build_model_config(cfg: TrainConfig, data) -> DiTConfig:
     """The model config sized to the data; explicit conflicting overrides are an error."""
     size = data.image_size
     sized = dict(input_size=size if isinstance(size, int) else tuple(size), in_channels=data.channels,
-                 num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob, learn_sigma=cfg.learn_sigma)
+                 num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob,
+                 learn_sigma=cfg.learn_sigma and cfg.objective == "ddpm")
     for k in ("input_size", "in_channels", "num_classes"):
         if k in cfg.model_args and cfg.model_args[k] != sized[k]:
             raise ValueError(f"model_args {k}={cfg.model_args[k]!r} does not match the data ({data.name}: {k}="
                              f"{sized[k]!r}); pass image_size=/channels= to convert the data instead")
     return get_config(cfg.model, **{**sized, **cfg.model_args})
+
+
+def build_objective(cfg: TrainConfig, mcfg: DiTConfig) -> GaussianDiffusion | FlowMatching:
+    """DiT's diffusion (T = 1000, linear β, learned Σ when the model has it) or a `FlowMatching`; both have
+    `training_losses(model, x, t, model_kwargs, noise)`."""
+    if cfg.objective == "flow":
+        return create_flow(cfg.path or "linear", cfg.prediction or "velocity", cfg.loss_weight,
+                           t_sampling=cfg.t_sampling or "uniform")
+    return create_diffusion("", learn_sigma=mcfg.learn_sigma)
+
+
+def describe_objective(objective) -> dict:
+    """What checkpoints record, e.g. {"objective": "ddpm"} or {"objective": "flow", "path": "linear", ...}."""
+    return objective.describe() if isinstance(objective, FlowMatching) else {"objective": "ddpm"}

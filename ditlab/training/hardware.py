@@ -1,16 +1,8 @@
-"""Where and how a run computes: the device, the precision (bf16 / fp16 + grad scaler / fp32) and DDP processes."""
+"""How a run computes: the precision (bf16 / fp16 + grad scaler / fp32) and DDP processes."""
 import os
 
 import torch
 import torch.distributed as dist
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -28,3 +20,21 @@ def init_distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def on_rank0(fn, rank: int, world: int, device: torch.device) -> None:
+    """Run `fn()` on rank 0 only (e.g. taking the run folder); when it raises, the other ranks raise too instead
+    of waiting for rank 0 forever."""
+    error = None
+    if rank == 0:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - shared with the other ranks, then re-raised below
+            error = e
+    if world > 1:
+        ok = torch.tensor([int(error is None)], device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if error is None and not ok.item():
+            raise RuntimeError("rank 0 could not start the run; its error message says why")
+    if error is not None:
+        raise error

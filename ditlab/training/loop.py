@@ -1,15 +1,19 @@
 """Training a class-conditional DiT (paper §4 "Training"): AdamW at lr 1e-4 without weight decay, EMA of the
 weights, label dropout 0.1 for classifier-free guidance, the hybrid loss of `diffusion.training_losses`.
 
+`objective="flow"` trains the same DiT with flow matching instead (SiT; `ditlab.diffusion.flow`): continuous
+t ∈ [0, 1], uniform or logit-normal, and the prediction target of the chosen path.
+
 `train(TrainConfig(...))` or `ditlab train ...`; multi-GPU through `torchrun --nproc_per_node N -m ditlab train ...`
 (DistributedDataParallel; each rank takes every world_size-th sample of one seeded permutation, and noise,
 timesteps and label dropout come from one generator shared by all ranks, so N processes reproduce the loss of
 one process with the same global batch). A run folder holds `checkpoint.safetensors` (everything needed to resume),
-`ema.safetensors` (the EMA weights, loadable by `ditlab.load_model(run_dir)`), `log.csv` and `samples/`.
+`ema.safetensors` (the EMA weights, loadable by `ditlab.load_model(run_dir)`), `config.json`, `log.csv` and
+`samples/`; rundir.py says what protects it, resume.py what a resumed run may change.
 """
 import json
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,21 +23,25 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import save_model
 from ..data import encode_latents, load_dataset, load_vae
-from ..diffusion import create_diffusion
-from ..io import save_grid
+from ..io import atomic_write, resolve_device, save_grid
 from ..model import DiT
 from ..sampling import sample
-from .config import TrainConfig, build_model_config
+from .config import TrainConfig, build_model_config, build_objective, describe_objective
 from .ema import EMA
-from .hardware import init_distributed, resolve_device, resolve_precision
+from .hardware import init_distributed, on_rank0, resolve_precision
 from .log import append_row, trim_log
+from .resume import check_data, describe, plan_resume
+from .rundir import run_folder
 from .state import load_state, save_state
 
 
-def _batch_noise(gen, n_global, rank, world, shape, num_timesteps, dropout, device):
+def _batch_noise(gen, n_global, rank, world, shape, objective, dropout, device):
     """Timesteps, noise and label-drop flags for the whole global batch from the shared generator; this rank
     keeps rows rank::world (the same rows its data indices occupy in the one-process batch)."""
-    t = torch.randint(0, num_timesteps, (n_global,), generator=gen)
+    if hasattr(objective, "sample_t"):  # flow matching: continuous t, uniform or logit-normal
+        t = objective.sample_t(n_global, gen)
+    else:
+        t = torch.randint(0, objective.num_timesteps, (n_global,), generator=gen)
     noise = torch.randn((n_global, *shape), generator=gen)
     drop = (torch.rand(n_global, generator=gen) < dropout).long()
     return t[rank::world].to(device), noise[rank::world].to(device), drop[rank::world].to(device)
@@ -56,18 +64,35 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
     elapsed) and "samples" (info: step, images (N, C, H, W) in [-1, 1]) — the notebooks' live dashboard.
     `dataset` may be given directly (an `ImageDataset`); otherwise `config.data` is loaded."""
     if config is None:
-        cfg = TrainConfig(**kwargs)
-    else:
+        cfg = TrainConfig(**kwargs)  # every option is checked here, before anything is loaded
+    elif isinstance(config, (dict, TrainConfig)):
         cfg = TrainConfig.from_dict({**(config if isinstance(config, dict) else asdict(config)), **kwargs})
+    else:
+        raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
     rank, world = init_distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     device = resolve_device(cfg.device)
+    with ExitStack() as stack:  # rank 0 holds the run folder (rundir.py) until the run ends, however it ends
+        on_rank0(lambda: stack.enter_context(run_folder(cfg.out_dir, cfg.resume, cfg.overwrite)), rank, world, device)
+        try:
+            return _train(cfg, rank, world, device, callback, dataset)
+        except RuntimeError as e:  # torch.OutOfMemoryError on GPUs, a RuntimeError from the CPU allocator
+            msg = str(e).lower()
+            if not (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg):
+                raise
+            raise MemoryError(f"out of memory on {device} with batch_size={cfg.batch_size}: try a smaller --batch-size "
+                              f"(e.g. {max(1, cfg.batch_size // 2)}), --grad-checkpointing"
+                              + (", or --precision bf16" if device.type == "cuda" else "")
+                              + f"; checkpoint.safetensors in {cfg.out_dir} (if any) is kept. "
+                              f"({str(e).splitlines()[0][:200]})") from None
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callback, dataset) -> dict:
     precision = resolve_precision(cfg.precision, device)
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.safetensors"
-    if cfg.resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"resume=True but {ckpt_path} does not exist")
+    meta, changes = plan_resume(ckpt_path, cfg) if cfg.resume else ({}, {})  # refused changes fail before the data
     if dataset is None:
         dataset = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
                                limit=cfg.limit, seed=cfg.seed)
@@ -76,6 +101,9 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
     if len(dataset) < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(dataset)} images)")
     mcfg = build_model_config(cfg, dataset)
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if cfg.resume:
+        check_data(meta, ckpt_path, fingerprint)
 
     torch.manual_seed(cfg.seed)
     model = DiT(mcfg).to(device)
@@ -85,31 +113,30 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
                             fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # noise, timesteps, label dropout: shared by all ranks
+    objective = build_objective(cfg, mcfg)
+    model.objective = ema.model.objective = describe_objective(objective)  # recorded in every checkpoint
     step = load_state(ckpt_path, model, ema, opt, scaler, gen, mcfg) if cfg.resume else 0
-    diffusion = create_diffusion("", learn_sigma=mcfg.learn_sigma)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     fwd = torch.compile(ddp) if cfg.compile else ddp
     autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16) \
         if precision in ("bf16", "fp16") else nullcontext()
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(),
-                                                         classes=dataset.classes, precision=precision), indent=1))
     log_path = out / "log.csv"
     if rank == 0:
-        trim_log(log_path, step)  # a fresh run starts a new log; a resumed one drops rows past its checkpoint
+        _write_config(out, cfg, mcfg, dataset.classes, precision, step, changes)
+        trim_log(log_path, step)  # a resumed run drops the rows logged after its checkpoint
+    saved = step if cfg.resume else None  # the step checkpoint.safetensors holds
     log_rows, t_last, n_seen = [], time.perf_counter(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
     model.train()
     while step < cfg.steps:
         idx = _indices(len(dataset), step, cfg.batch_size, rank, world, cfg.seed)
         x, y = dataset.get_batch(idx, device=device)
-        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], diffusion.num_timesteps,
+        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], objective,
                                       cfg.class_dropout_prob, device)
         with autocast:
-            losses = diffusion.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
+            losses = objective.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
         loss = losses["loss"].float().mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -135,7 +162,7 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             row = dict(step=step, loss=stats[0].item(), mse=stats[1].item(), vb=stats[2].item(),
-                       img_per_s=n_seen / (now - t_last), lr=cfg.lr, time=time.time())
+                       img_per_s=n_seen / (now - t_last), lr=opt.param_groups[0]["lr"], time=time.time())
             t_last, n_seen = now, 0
             log_rows.append(row)
             if rank == 0:
@@ -143,17 +170,40 @@ def train(config: TrainConfig | dict | None = None, callback=None, dataset=None,
                 bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
                 if callback:
                     callback("log", row)
-        if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-            _sample_grid(ema.model, cfg, step, out, callback)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:  # before the sample grid: never depends on it
             if rank == 0:
-                save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes)
-                save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step)
+                try:  # the checkpoint first, then its EMA (load_model checks they hold the same step)
+                    save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes, fingerprint)
+                    saved = step
+                    save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step,
+                               objective=ema.model.objective)
+                except OSError as e:  # disk full, quota, ...: atomic writes left the last checkpoint as it was
+                    kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint yet"
+                    raise OSError(e.errno, f"could not write the checkpoint of step {step} in {out} "
+                                           f"({e.strerror or e}); {kept}. Free disk space, then continue with "
+                                           f"--resume") from e
             if world > 1:
                 dist.barrier()
+        if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+            _sample_grid(ema.model, cfg, step, out, callback)
         bar.update(1)
     bar.close()
     return dict(model=model, ema=ema.model, step=step, log=log_rows, out_dir=out, config=mcfg, classes=dataset.classes)
+
+
+def _write_config(out: Path, cfg: TrainConfig, mcfg, classes, precision: str, step: int, changes: dict) -> None:
+    """config.json: this run's options, model config and classes; a resume adds what it changed, and prints it."""
+    resumes = []
+    if cfg.resume:
+        try:
+            resumes = json.loads((out / "config.json").read_text()).get("resumes", [])
+        except (OSError, ValueError):
+            pass
+        resumes.append(dict(step=step, changed={k: list(v) for k, v in changes.items()}))
+        print(f"resuming {out} from step {step}" + (f"; from step {step} on: {describe(changes)}" if changes else ""))
+    text = json.dumps(dict(train=asdict(cfg), model=mcfg.to_dict(), classes=classes, precision=precision,
+                           resumes=resumes), indent=1)
+    atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(text))
 
 
 def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -> None:

@@ -1,18 +1,17 @@
 """The resumable state of a run in one safetensors file: weights, EMA, AdamW moments, grad scaler and RNG states,
-written atomically; `load_state` restores all of it, so a resumed run continues bit-identically."""
+the options and the data's content hash, written atomically; `load_state` restores all of it, so a resumed run
+continues bit-identically (with the lr and weight decay of its own config: see resume.py)."""
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
-from ..checkpoint import load_state_dict_checked
-from ..io import save_tensors
+from ..checkpoint import TRAIN_FORMAT, load_state_dict_checked
+from ..io import open_tensors, save_tensors
 from ..model import DiTConfig
 
 
-def save_state(path: Path, model, ema, opt, scaler, gen, step, cfg, mcfg, classes) -> None:
+def save_state(path: Path, model, ema, opt, scaler, gen, step, cfg, mcfg, classes, data_fingerprint=None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
     opt_sd = opt.state_dict()
@@ -20,15 +19,17 @@ def save_state(path: Path, model, ema, opt, scaler, gen, step, cfg, mcfg, classe
         tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
     tensors["rng.generator"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = dict(format="ditlab-train", step=str(step), config=json.dumps(mcfg.to_dict()),
+    meta = dict(format=TRAIN_FORMAT, step=str(step), config=json.dumps(mcfg.to_dict()),
                 train_config=json.dumps(asdict(cfg)), classes=json.dumps(classes),
+                objective=json.dumps(getattr(ema.model, "objective", {"objective": "ddpm"})),
+                data_fingerprint=json.dumps(data_fingerprint),
                 param_groups=json.dumps([{k: v for k, v in g.items() if k != "params"} for g in opt_sd["param_groups"]]),
                 scaler=json.dumps(scaler.state_dict() if scaler.is_enabled() else {}))
     save_tensors(path, tensors, meta)
 
 
 def load_state(path: Path, model, ema, opt, scaler, gen, mcfg) -> int:
-    with safe_open(str(path), framework="pt") as f:
+    with open_tensors(path) as f:
         meta = f.metadata()
         stored = DiTConfig.from_dict(json.loads(meta["config"]))
         if stored != mcfg:
@@ -46,8 +47,9 @@ def load_state(path: Path, model, ema, opt, scaler, gen, mcfg) -> int:
     groups = json.loads(meta["param_groups"])
     for g, own in zip(groups, opt.state_dict()["param_groups"]):
         g["params"] = own["params"]
+        g["lr"], g["weight_decay"] = own["lr"], own["weight_decay"]  # this run's config wins (reported by resume.py)
     opt.load_state_dict({"state": state, "param_groups": groups})
-    if json.loads(meta["scaler"]):
+    if json.loads(meta["scaler"]) and scaler.is_enabled():  # a resume may change the precision
         scaler.load_state_dict(json.loads(meta["scaler"]))
     gen.set_state(get["rng.generator"])
     torch.set_rng_state(get["rng.torch"])
