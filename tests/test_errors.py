@@ -104,14 +104,14 @@ def test_out_of_memory_is_caught_with_advice(tmp_path, monkeypatch):
         monkeypatch.setattr(gaussian.GaussianDiffusion, "training_losses", oom)
         with pytest.raises(MemoryError, match=r"out of memory on cpu with batch_size=8: try a smaller --batch-size "
                                               r"\(e.g. 4\), --grad-checkpointing"):
-            train(**TINY, objective="ddpm", steps=2, out_dir=str(tmp_path / type(err).__name__), dataset=digits)
+            train(**TINY, steps=2, out_dir=str(tmp_path / type(err).__name__), dataset=digits)
 
     def other(*a, **k):
         raise RuntimeError("shapes do not match")
 
     monkeypatch.setattr(gaussian.GaussianDiffusion, "training_losses", other)
     with pytest.raises(RuntimeError, match="shapes do not match"):  # other errors are left alone
-        train(**TINY, objective="ddpm", steps=2, out_dir=str(tmp_path / "other"), dataset=digits)
+        train(**TINY, steps=2, out_dir=str(tmp_path / "other"), dataset=digits)
 
 
 # ---- sampling --------------------------------------------------------------------------------------------
