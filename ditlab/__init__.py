@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _API = {
     "ditlab.model": ["DiT", "DiTConfig", "build_model", "config_names", "get_config", "patchify", "unpatchify",
                      "sincos_2d"],
-    "ditlab.diffusion": ["GaussianDiffusion", "create_diffusion"],
+    "ditlab.diffusion": ["GaussianDiffusion", "create_diffusion", "create_flow"],
     "ditlab.data": ["load_dataset"],
     "ditlab.checkpoint": ["load_model", "save_model"],
     "ditlab.sampling": ["sample"],

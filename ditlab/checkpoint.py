@@ -188,7 +188,9 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
 
 def load_model(path: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
     """A DiT in eval mode from any supported checkpoint; the config comes from `config`, the file's metadata,
-    a `config.json` beside it, the official train args, or the tensor shapes, in that order."""
+    a `config.json` beside it, the official train args, or the tensor shapes, in that order.
+    `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for
+    (`read_objective`)."""
     device = resolve_device(device)
     sd, stored, classes = read_checkpoint(path)
     if config is not None:
@@ -200,4 +202,20 @@ def load_model(path: str | os.PathLike, config=None, device: str | torch.device 
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
     model.classes = classes
+    model.objective = read_objective(path)
     return model.to(device).eval()
+
+
+def read_objective(path: str | os.PathLike) -> dict:
+    """What a checkpoint was trained for: the record ditlab writes into its files' metadata, e.g.
+    {"objective": "flow", "path": "linear", "prediction": "velocity", ...}; {"objective": "ddpm"} (the paper's) for
+    official files and older ditlab ones. A run folder: its EMA file, else its training checkpoint."""
+    path = Path(path)
+    files = [path / n for n in ("ema.safetensors", "checkpoint.safetensors", "model.safetensors")] \
+        if path.is_dir() else [path]
+    for f in files:
+        if f.suffix == ".safetensors" and f.exists():
+            meta = _metadata(f)
+            if "objective" in meta:
+                return json.loads(meta["objective"])
+    return {"objective": "ddpm"}

@@ -3,8 +3,9 @@
   ditlab demo                      train a small DiT on the built-in digits, sample, judge (≤ 10 min on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
   ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
-  ditlab flops                     params and Gflops of the paper's configs next to Table 4
+  ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
   ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
+  ditlab objectives                after DiT: DDPM vs rectified flow vs logit-normal t vs the modern block, vs NFE
 """
 import argparse
 import json
@@ -15,14 +16,22 @@ from .checkpoint import load_model
 from .demo import run_demo
 from .eval import flops_table, format_table
 from .io import check_output_file, resolve_device, save_tensors
-from .sampling import check_sample_args, sample
+from .sampling import SAMPLERS, check_sample_args, sample
+from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
 
 
+MODERN_FLAGS = dict(rmsnorm=("norm", "rmsnorm"), swiglu=("mlp", "swiglu"), qk_norm=("qk_norm", True),
+                    rope=("rope", True))
+
+
 def cmd_flops(args) -> None:
-    print(format_table(flops_table(method=args.method)))
+    modern = dict(v for k, v in MODERN_FLAGS.items() if getattr(args, k))
+    print(format_table(flops_table(method=args.method, **modern)))
     print("\nGflops: one forward pass of one image, multiply-add = 1 flop, VAE excluded (paper §4, Table 4).")
+    if modern:
+        print(f"With the modern block's options {modern}: the paper's columns are for its own block.")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -62,8 +71,10 @@ def cmd_sample(args) -> None:
     model = load_model(args.ckpt, device=args.device or "cpu")
     if labels is None:
         labels = [i for i in range(model.config.num_classes) for _ in range(args.per_class)]
+    interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
     out = sample(model, labels, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed,
-                 eta=args.eta, guidance_channels=args.guidance_channels, device=args.device)
+                 eta=args.eta, guidance_channels=args.guidance_channels, device=args.device,
+                 time_shift=args.time_shift, cfg_interval=interval, diffusion_form=args.diffusion_form)
     path = out.save(args.out, nrow=args.nrow)
     if args.tensors:
         save_tensors(args.tensors, {"images": out.images, "labels": out.labels})
@@ -88,12 +99,27 @@ def cmd_scaling(args) -> None:
     print(f"wrote {args.out_dir}/scaling.csv and scaling.png")
 
 
+def cmd_objectives(args) -> None:
+    kw = dict(runs=args.runs.split(","), model=args.model, data=args.data, image_size=args.image_size, steps=args.steps,
+              batch_size=args.batch_size, lr=args.lr, nfes=[int(n) for n in args.nfes.split(",")],
+              samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
+              out_dir=args.out_dir,
+              reuse=not args.retrain)
+    if args.smoke:
+        kw.update(steps=3, nfes=[2, 4], samples_per_class=1, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
+    rows = run_objectives(**kw)
+    print(markdown_table(rows))
+    print(f"wrote {args.out_dir}/objectives.csv, objectives.png and objectives_grids.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("flops", help="params and Gflops of the paper's configs next to Table 4")
     f.add_argument("--method", choices=["estimate", "fvcore"], default="estimate",
                    help="closed form (instant) or fvcore over a real forward pass (slower)")
+    for flag, (field, value) in MODERN_FLAGS.items():
+        f.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"count the modern block: {field}={value}")
     f.set_defaults(func=cmd_flops)
 
     t = sub.add_parser("train", help="train a DiT (see ditlab.training.TrainConfig for every option)")
@@ -105,10 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", default=None, help="comma-separated class ids or names (default: every class)")
     s.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given")
     s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+    s.add_argument("--sampler", default=None, choices=list(SAMPLERS),
+                   help="default: ddim for DDPM checkpoints, euler for flow-matching ones (the checkpoint says which)")
     s.add_argument("--cfg-scale", type=float, default=4.0)
     s.add_argument("--guidance-channels", type=int, default=None, help="3 = official DiT guidance")
-    s.add_argument("--eta", type=float, default=0.0)
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise (ddim only)")
+    s.add_argument("--time-shift", type=float, default=1.0, help="flow samplers: SD3's time shift (1 = none)")
+    s.add_argument("--cfg-interval", default=None, help="flow samplers: guidance only for t in 'LO,HI' (0 noise, 1 data)")
+    s.add_argument("--diffusion-form", default="sigma", help="sde-euler / sde-heun: SiT's diffusion coefficient w_t")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--nrow", type=int, default=None)
@@ -130,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
     c.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the trend")
     c.set_defaults(func=cmd_scaling)
+
+    o = sub.add_parser("objectives", help="DDPM vs flow matching vs logit-normal t vs the modern block, against NFE")
+    o.add_argument("--runs", default="a,b,c,d", help="a: DDPM ε + learned Σ, b: rectified flow, c: b + logit-normal t, "
+                   "d: c + modern block")
+    o.add_argument("--model", default="DiT-Nano/2")
+    o.add_argument("--data", default="digits")
+    o.add_argument("--image-size", type=int, default=16)
+    o.add_argument("--steps", type=int, default=3000)
+    o.add_argument("--batch-size", type=int, default=64)
+    o.add_argument("--lr", type=float, default=2e-3)
+    o.add_argument("--nfes", default="4,8,16,32,64", help="function evaluations to judge each run at")
+    o.add_argument("--samples-per-class", type=int, default=50)
+    o.add_argument("--cfg-scales", default="1,4", help="guidance scales to judge at: unguided FD, guided accuracy")
+    o.add_argument("--out-dir", default="runs/objectives")
+    o.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
+    o.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the result")
+    o.set_defaults(func=cmd_objectives)
 
     d = sub.add_parser("demo", help="train a small DiT on the built-in digits, sample and judge it")
     d.add_argument("--out-dir", default="runs/demo")

@@ -16,7 +16,7 @@ import torch
 from .checkpoint import load_model, save_model
 from .data import load_dataset
 from .eval import estimate_flops, estimate_params, evaluate, get_judge
-from .sampling import sample
+from .sampling import objective_of, sample, samplers_for
 from .training import read_log
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
@@ -51,8 +51,9 @@ def load_pretrained(name: str = DEFAULT, device="cpu"):
     return model
 
 
-# The sampling playground's default request (notebook 10): 16 images, 25 DDIM steps, guidance on.
-PLAYGROUND = dict(n=16, steps=25, sampler="ddim", cfg_scale=4.0)
+# The sampling playground's default request (notebook 10): 16 images, 25 steps of the model's default sampler
+# (DDIM, or Euler for flow-matching models), guidance on.
+PLAYGROUND = dict(n=16, steps=25, cfg_scale=4.0)
 
 
 def time_default_request(model, repeats: int = 3) -> float:
@@ -61,8 +62,7 @@ def time_default_request(model, repeats: int = 3) -> float:
     best = float("inf")
     for r in range(repeats):
         t0 = time.perf_counter()
-        sample(model, labels, steps=PLAYGROUND["steps"], sampler=PLAYGROUND["sampler"],
-               cfg_scale=PLAYGROUND["cfg_scale"], seed=r, progress=False)
+        sample(model, labels, steps=PLAYGROUND["steps"], cfg_scale=PLAYGROUND["cfg_scale"], seed=r, progress=False)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -70,19 +70,22 @@ def time_default_request(model, repeats: int = 3) -> float:
 def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class: int = 50, hardware: str = "",
                       judge_kwargs=None) -> dict:
     """Run folder -> `<out_dir>/<name>.safetensors` (EMA weights, fp16) + `<name>.json` (the model card entry):
-    the reproducing command, steps, time, params, Gflops, the judge's conditional accuracy and Fréchet distance
-    (50 DDIM steps, the documented CFG scale) and the playground request's time on this machine."""
+    the reproducing command, steps, time, params, Gflops, the objective, the judge's conditional accuracy and
+    Fréchet distance (50 steps of the default sampler: DDIM, or Euler for flow matching; the documented CFG scale)
+    and the playground request's time on this machine."""
     run_dir, out = Path(run_dir), Path(out_dir or checkpoint_dir())
     cfg = json.loads((run_dir / "config.json").read_text())
     train_cfg, mcfg = cfg["train"], cfg["model"]
     model = load_model(run_dir)
-    save_model(model, out / f"{name}.safetensors", dtype=torch.float16, classes=cfg["classes"])
+    save_model(model, out / f"{name}.safetensors", dtype=torch.float16, classes=cfg["classes"],
+               objective=objective_of(model))
     model = load_model(out / f"{name}.safetensors")  # judge what is shipped: the fp16 weights
     size = mcfg["input_size"]
     judge = get_judge(train_cfg["data"], image_size=size, channels=mcfg["in_channels"], **(judge_kwargs or {}))
     real = load_dataset(train_cfg["data"], split="test", image_size=size, channels=mcfg["in_channels"])
     labels = [c for _ in range(per_class) for c in range(model.config.num_classes)]
-    s = sample(model, labels, steps=50, sampler="ddim", cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)
+    sampler = samplers_for(model)[0]
+    s = sample(model, labels, steps=50, sampler=sampler, cfg_scale=PLAYGROUND["cfg_scale"], seed=0, progress=False)
     m = evaluate(judge, s.images, s.labels, real.get_batch(torch.arange(len(real)))[0])
     log = read_log(run_dir)
     steps = int(log[-1]["step"])
@@ -90,10 +93,11 @@ def export_checkpoint(run_dir, name: str, command: str, out_dir=None, per_class:
     img_s = statistics.median(r["img_per_s"] for r in log)
     entry = dict(name=name, command=command, data=train_cfg["data"], image_size=size, steps=steps,
                  batch_size=train_cfg["batch_size"], lr=train_cfg["lr"], model=train_cfg["model"], config=mcfg,
+                 objective=objective_of(model),
                  params=estimate_params(model.config), gflops=estimate_flops(model.config) / 1e9,
                  train_minutes=round(steps * train_cfg["batch_size"] / img_s / 60, 1),
                  hardware=hardware or f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-                 eval=dict(sampler="ddim", steps=50, cfg_scale=PLAYGROUND["cfg_scale"], n=len(labels),
+                 eval=dict(sampler=sampler, steps=50, cfg_scale=PLAYGROUND["cfg_scale"], n=len(labels),
                            accuracy=round(m["accuracy"], 4), fd=round(m["fd"], 3), judge_test_accuracy=judge.info.get("test_accuracy")),
                  playground_seconds=round(time_default_request(model), 3),
                  file_mb=round((out / f"{name}.safetensors").stat().st_size / 2**20, 2))
@@ -106,23 +110,31 @@ def write_model_card(out_dir=None) -> Path:
     out = Path(out_dir or checkpoint_dir())
     entries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     lines = ["# Shipped checkpoints (model card)", "",
-             "Small class-conditional DiTs (adaLN-Zero, learned Σ, label dropout 0.1) trained with `ditlab train`. "
-             "EMA weights in fp16 safetensors with the config in the metadata; load with "
-             "`ditlab.load_pretrained(name)`. Quality: 50 DDIM steps at the CFG scale below, judged by a classifier "
+             "Small class-conditional DiTs (adaLN-Zero, label dropout 0.1) trained with `ditlab train`: with the "
+             "paper's DDPM objective (ε-prediction + learned Σ), or with flow matching (SiT; rectified flow with "
+             "velocity prediction) where the objective column says `flow`. "
+             "EMA weights in fp16 safetensors with the config and the objective in the metadata; load with "
+             "`ditlab.load_pretrained(name)`. Quality: 50 steps of the sampler column (DDIM, or the Euler ODE for "
+             "flow models) at the CFG scale below, judged by a classifier "
              "trained on the real data of the dataset (`ditlab.eval.get_judge`): conditional accuracy (share of "
              "samples classified as the requested class) and Fréchet distance in the judge's 128-d features against "
-             "the real test set. Playground time: the sampling playground's default request (16 images, 25 DDIM "
-             "steps, CFG on) on the machine named, best of 3. Train time: steps × batch ÷ the median images/s in the "
+             "the real test set. Playground time: the sampling playground's default request (16 images, 25 steps "
+             "of that sampler, CFG on) on the machine named, best of 3. Train time: steps × batch ÷ the median "
+             "images/s in the "
              "run's log.csv (robust to pauses). Images are the dataset resized to the px column. The FD is measured "
              "at that CFG scale, which trades diversity for fidelity; the digits models' unguided FDs are in "
              "`data/scaling.csv` (the DiT-Mi rows). Regenerate this file with "
              "`python -c \"import ditlab.zoo as z; z.write_model_card()\"`.", "",
-             "| name | data | px | model | params | Gflops | steps | train time | hardware | CFG | accuracy | FD | playground | size |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| name | data | px | model | objective | params | Gflops | steps | train time | hardware | sampler | "
+             "CFG | accuracy | FD | playground | size |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        ev = e["eval"]
-        lines.append(f"| `{e['name']}` | {e['data']} | {e['image_size']} | {e['model']} | {e['params'] / 1e6:.2f} M | "
-                     f"{e['gflops']:.3f} | {e['steps']} | {e['train_minutes']} min | {e['hardware']} | {ev['cfg_scale']} | "
+        ev, obj = e["eval"], e.get("objective", {"objective": "ddpm"})
+        flow = f" ({obj['path']}, {obj['prediction']}, {obj['t_sampling']} t)" if "path" in obj else ""
+        lines.append(f"| `{e['name']}` | {e['data']} | {e['image_size']} | {_model_name(e)} | "
+                     f"{obj['objective']}{flow} | "
+                     f"{e['params'] / 1e6:.2f} M | {e['gflops']:.3f} | {e['steps']} | {e['train_minutes']} min | "
+                     f"{e['hardware']} | {ev['sampler']} | {ev['cfg_scale']} | "
                      f"{ev['accuracy']:.3f} | {ev['fd']:.2f} | {e['playground_seconds']:.2f} s | {e['file_mb']} MB |")
     lines += ["", "## How each was made", ""]
     for e in entries:
@@ -130,3 +142,11 @@ def write_model_card(out_dir=None) -> Path:
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _model_name(entry: dict) -> str:
+    """The config name, plus the modern block's options where the model uses them."""
+    c = entry["config"]
+    extra = [f"{k}={c[k]}" for k, default in (("norm", "layernorm"), ("mlp", "gelu")) if c.get(k, default) != default]
+    extra += [k for k in ("qk_norm", "rope") if c.get(k)]
+    return entry["model"] + (f" ({', '.join(extra)})" if extra else "")

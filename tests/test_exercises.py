@@ -168,6 +168,13 @@ CASES = {
     "panel": (_panel, lambda label, scale: "not a figure", {}),
     "class_ids": ((imagenet_class_index("red panda"), imagenet_classes()[980]), (0, imagenet_classes()[980]), {}),
     "network_evals": (lambda n, s: n * s["steps"] * (2 if s["cfg_scale"] != 1 else 1), lambda n, s: n * s["steps"], {}),
+    "heun_step": (lambda f, x, t, t1: x + (t1 - t) * (f(x, t.expand(len(x))) + f(x + (t1 - t) * f(x, t.expand(len(x))),
+                                                                                  t1.expand(len(x)))) / 2,
+                  lambda f, x, t, t1: x + (t1 - t) * f(x, t.expand(len(x))), {}),
+    "gvp_target": (lambda t, x0, x1: math.pi / 2 * (torch.cos(t * math.pi / 2).view(-1, 1, 1, 1) * x1
+                                                    - torch.sin(t * math.pi / 2).view(-1, 1, 1, 1) * x0),
+                   lambda t, x0, x1: x1 - x0, {}),
+    "share_in_middle": (0.73, 0.5, {}),
 }
 
 

@@ -7,7 +7,8 @@ The rules, applied to each command in README order:
   released `DiT-XL-2-256x256.pt`); a `../shared/...` input that is absent is skipped with that reason (a fresh
   clone has no ../shared);
 - shortened where they train: `ditlab train` gets `--steps 2` (`--steps 4` with `--resume`, so it continues) and
-  `--sample-every 0` (sample grids are tested elsewhere), `ditlab demo` and `ditlab scaling` get `--smoke`;
+  `--sample-every 0` (sample grids are tested elsewhere), `ditlab demo`, `ditlab scaling` and `ditlab objectives` get
+  `--smoke`;
 - anything else fails the test until it gets a rule here.
 The commands run one after another in one folder, beside a `shared` link to ../shared when that exists, so
 `../shared` resolves as from the checkout and a later command finds what an earlier one wrote.
@@ -68,7 +69,7 @@ def plan(command: str, workdir: Path) -> tuple[list[list[str]] | None, str]:
         if argv[1] == "train":
             # argparse keeps the last value of a repeated option
             argv = [*argv, "--steps", "4" if "--resume" in argv else "2", "--sample-every", "0"]
-        elif argv[1] in ("demo", "scaling"):
+        elif argv[1] in ("demo", "scaling", "objectives"):
             argv = [*argv, "--smoke"]
         runs.append([sys.executable, "-m", "ditlab", *argv[1:]])
     return runs, ""

@@ -68,7 +68,8 @@ def test_make_grid_layout():
     (dict(labels=[5]), r"out of range: valid ids are 0\.\.2"),
     (dict(labels=["wolf"]), "unknown class name 'wolf'"),
     (dict(labels=[0], steps=0), r"steps must be an int in \[1, 1000\]"),
-    (dict(labels=[0], sampler="euler"), "sampler must be one of"),
+    (dict(labels=[0], sampler="rk4"), "sampler must be one of"),
+    (dict(labels=[0], sampler="euler"), r"does not fit this model: it was trained with objective 'ddpm'"),
 ])
 def test_bad_input(model, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -261,7 +261,7 @@ def test_scrubber_caption_says_the_step_the_slider_shows():
     traj = c["state"]["trajectory"]
     for value in (1, 2, 4):
         c["step"].value = value
-        assert f"step <b class='step'>{value}</b> of 4: t = {int(traj[value - 1]['t'])}" in c["caption"].value
+        assert f"step <b class='step'>{value}</b> of 4: t = {traj[value - 1]['t']:.3g}" in c["caption"].value
     fig = explore.scrubber_figure(traj, 1)  # index 1 is the slider's step 2
     assert fig._suptitle.get_text() == "step 2 of 4"
 

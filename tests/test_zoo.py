@@ -9,7 +9,7 @@ import ditlab
 from ditlab import zoo
 
 SHIPPED = zoo.list_pretrained()
-EXPECTED = {"digits-p2", "digits-p4", "digits-p8", "mnist-p2"}
+EXPECTED = {"digits-p2", "digits-p4", "digits-p8", "mnist-p2", "digits-flow-p2"}
 
 
 def test_expected_checkpoints_are_shipped_within_size_limits():
@@ -28,7 +28,8 @@ def test_shipped_checkpoint_loads_matches_card_and_samples(name):
     model = ditlab.load_pretrained(name)
     card = model.card
     assert not model.training and card["name"] == name
-    assert model.config.to_dict() == card["config"]  # the weights' config is the card's
+    assert model.config == ditlab.DiTConfig.from_dict(card["config"])  # the weights' config is the card's
+    assert model.objective["objective"] == card.get("objective", {"objective": "ddpm"})["objective"]
     assert card["params"] == sum(p.numel() for p in model.parameters())
     assert card["command"].startswith("ditlab ") and card["steps"] > 0 and card["file_mb"] <= 10
     assert len(model.classes) == model.config.num_classes == 10

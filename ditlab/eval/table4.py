@@ -69,13 +69,14 @@ def draw_fig8(ax, highlight: dict | None = None, fit: bool = True, legend: bool 
         ax.legend(fontsize=9, ncol=2, loc="upper right", handlelength=1.2, columnspacing=0.8)  # the empty corner
 
 
-def flops_table(method: str = "estimate", path=None) -> list[dict]:
-    """Our Gflops and params next to the paper's for every Table 4 row (`method`: "estimate" or "fvcore")."""
+def flops_table(method: str = "estimate", path=None, **options) -> list[dict]:
+    """Our Gflops and params next to the paper's for every Table 4 row (`method`: "estimate" or "fvcore").
+    `options`: DiTConfig fields applied to every row, e.g. the modern block's norm="rmsnorm", rope=True."""
     if method not in ("estimate", "fvcore"):
         raise ValueError(f"method must be 'estimate' or 'fvcore', got {method!r}")
     out = []
     for r in paper_table(path=path):
-        c = r["config"]
+        c = r["config"].replace(**options)
         flops = estimate_flops(c) if method == "estimate" else count_flops(c)
         out.append(dict(model=r["model"], block=c.block, image_size=c.hw[0] * 8, tokens=c.num_tokens,
                         params_m=estimate_params(c) / 1e6, gflops=flops / 1e9,

@@ -31,7 +31,12 @@ def diffusers_config(config: DiTConfig) -> dict:
         raise ValueError(f"diffusers' DiTTransformer2DModel only implements block='adaLN-Zero', got block={c.block!r}")
     if c.pos_embed != "sincos":
         raise ValueError("diffusers' DiT recomputes a fixed sin-cos positional embedding; a model with "
-                         "pos_embed='learned' cannot be converted")
+                         f"pos_embed={c.pos_embed!r} cannot be converted")
+    modern = {k: getattr(c, k) for k, v in dict(norm="layernorm", mlp="gelu", qk_norm=False, rope=False).items()
+              if getattr(c, k) != v}
+    if modern:
+        raise ValueError(f"diffusers' DiT has the paper's block; the modern block's options {modern} cannot be "
+                         "converted")
     if c.mlp_ratio != 4.0:
         raise ValueError(f"diffusers' DiT has a 4x MLP; mlp_ratio={c.mlp_ratio} cannot be converted")
     h, w = c.hw

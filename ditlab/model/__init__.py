@@ -6,18 +6,23 @@
     blocks.py    the four block designs of Fig. 3 and the final layer    (notebook 03)
     configs.py   DiTConfig, the paper's 12 configs and small CPU ones
     dit.py       DiT: embed -> blocks -> decode -> (ε, Σ); CFG forward   (notebook 04)
+    modern.py    the modern block's options: RMSNorm, SwiGLU, QK-norm      (notebook 07)
+    rope.py      2D rotary position embedding                            (notebook 07)
 
 Needs only torch and einops; nothing else of ditlab.
 """
 from .blocks import (BLOCK_CLASSES, BLOCKS, AdaLNBlock, AdaLNZeroBlock, CrossAttentionBlock, FinalLayer, InContextBlock,
-                     modulate)
+                     make_mlp, make_norm, modulate)
 from .configs import PAPER_SIZES, PATCH_SIZES, SIZES, DiTConfig, config_names, get_config
 from .dit import DiT, build_model
 from .embed import LabelEmbedder, TimestepEmbedder, timestep_embedding
+from .modern import MLPS, NORMS, SwiGLU
 from .patchify import PatchEmbed, patchify, unpatchify
 from .posemb import sincos_1d, sincos_2d
+from .rope import Rope2D, rope_angles
 
 __all__ = ["BLOCKS", "BLOCK_CLASSES", "AdaLNBlock", "AdaLNZeroBlock", "CrossAttentionBlock", "DiT", "DiTConfig",
-           "FinalLayer", "InContextBlock", "LabelEmbedder", "PAPER_SIZES", "PATCH_SIZES", "PatchEmbed", "SIZES",
-           "TimestepEmbedder", "build_model", "config_names", "get_config", "modulate", "patchify", "sincos_1d",
-           "sincos_2d", "timestep_embedding", "unpatchify"]
+           "FinalLayer", "InContextBlock", "LabelEmbedder", "MLPS", "NORMS", "PAPER_SIZES", "PATCH_SIZES", "PatchEmbed",
+           "Rope2D", "SIZES", "SwiGLU", "TimestepEmbedder", "build_model", "config_names", "get_config", "make_mlp",
+           "make_norm", "modulate", "patchify", "rope_angles", "sincos_1d", "sincos_2d", "timestep_embedding",
+           "unpatchify"]

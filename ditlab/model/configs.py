@@ -1,7 +1,9 @@
-"""Model configurations: the paper's 12 (Table 1: S/B/L/XL × patch 2/4/8) and small CPU-sized ones."""
+"""Model configurations: the paper's 12 (Table 1: S/B/L/XL × patch 2/4/8) and small CPU-sized ones, plus the
+modern block's options (RMSNorm, SwiGLU, QK-norm, 2D RoPE), each off by default."""
 from dataclasses import asdict, dataclass, fields, replace
 
 from .blocks import BLOCKS
+from .modern import MLPS, NORMS
 
 # name: (depth, hidden_size, num_heads); paper Table 1, plus two sizes for a laptop CPU at 28-32 px
 SIZES = {
@@ -16,7 +18,7 @@ SIZES = {
 }
 PAPER_SIZES = ("S", "B", "L", "XL")
 PATCH_SIZES = (2, 4, 8)
-POS_EMBEDS = ("sincos", "learned")
+POS_EMBEDS = ("sincos", "learned", "none")  # "none": positions only through RoPE
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class DiTConfig:
     learn_sigma: bool = True  # output ε and the Σ interpolation v: 2·C channels
     block: str = "adaLN-Zero"
     pos_embed: str = "sincos"
+    # the modern block (SD3, Flux, LightningDiT), each off by default: the paper's model is unchanged
+    norm: str = "layernorm"  # or "rmsnorm"
+    mlp: str = "gelu"  # or "swiglu"
+    qk_norm: bool = False  # RMSNorm on queries and keys
+    rope: bool = False  # 2D rotary positions in self-attention
 
     def __post_init__(self):
         if isinstance(self.input_size, (list, tuple)):
@@ -55,6 +62,17 @@ class DiTConfig:
             raise ValueError(f"block must be one of {list(BLOCKS)}, got {self.block!r}")
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {list(POS_EMBEDS)}, got {self.pos_embed!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {list(NORMS)}, got {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {list(MLPS)}, got {self.mlp!r}")
+        for name in ("qk_norm", "rope"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(f"rope=True needs a head dim (hidden_size / num_heads = "
+                             f"{self.hidden_size // self.num_heads}) divisible by 4: half of each head's channel "
+                             "pairs rotate with the row, half with the column")
         if not 0 <= self.class_dropout_prob < 1:
             raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
         if self.mlp_ratio <= 0:
@@ -79,6 +97,11 @@ class DiTConfig:
     @property
     def out_channels(self) -> int:
         return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def block_options(self) -> dict:
+        """Keyword options every block and the final layer get (the modern block's parts)."""
+        return dict(norm=self.norm, mlp=self.mlp, qk_norm=self.qk_norm, rope_grid=self.grid if self.rope else None)
 
     @property
     def has_null_class(self) -> bool:

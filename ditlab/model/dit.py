@@ -34,11 +34,14 @@ class DiT(nn.Module):
         pos = sincos_2d(D, c.grid).unsqueeze(0)  # (1, T, D)
         if c.pos_embed == "learned":
             self.pos_embed = nn.Parameter(pos.clone().normal_(std=0.02))
-        else:
+        elif c.pos_embed == "sincos":
             self.register_buffer("pos_embed", pos)  # persistent: the released checkpoints store it
-        block = BLOCK_CLASSES[c.block]
-        self.blocks = nn.ModuleList(block(D, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
-        self.final_layer = FinalLayer(D, c.patch_size, c.out_channels, adaptive=c.block.startswith("adaLN"))
+        else:
+            self.pos_embed = None
+        block, opts = BLOCK_CLASSES[c.block], c.block_options
+        self.blocks = nn.ModuleList(block(D, c.num_heads, c.mlp_ratio, **opts) for _ in range(c.depth))
+        self.final_layer = FinalLayer(D, c.patch_size, c.out_channels, adaptive=c.block.startswith("adaLN"),
+                                      norm=c.norm)
         self.grad_checkpointing = False  # recompute block activations in backward: less memory, ~30% slower
         self.initialize_weights()
 
@@ -90,7 +93,9 @@ class DiT(nn.Module):
                 force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(x, t, y)
         c = self.config
-        h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
+        h = self.x_embedder(x)  # (N, T, D)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed
         t_emb, y_emb = self.t_embedder(t), self.y_embedder(y, force_drop_ids)  # (N, D) each
         cond = t_emb + y_emb  # (N, D)
         if c.block == "in-context":  # append t and y as two extra tokens

@@ -4,10 +4,8 @@ Trains a grid of model sizes × patch sizes for the same number of steps on one 
 DDIM + guidance, and judges the samples (Fréchet distance in the judge's feature space, conditional
 accuracy). Writes `scaling.csv` and `scaling.png` (quality against Gflops, beside the paper's points).
 """
-import csv
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,9 +13,10 @@ from matplotlib.figure import Figure
 
 from ..data import load_dataset
 from ..eval import draw_fig8, estimate_flops, estimate_params, evaluate, feature_stats, get_judge
-from ..io import atomic_write, check_output_dir
+from ..io import check_output_dir
 from ..sampling import sample
 from ..training import read_log, train
+from .runs import logged_steps, read_rows, train_seconds, write_rows
 
 FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", "steps", "cfg_scale", "fd", "accuracy",
           "final_loss", "train_seconds"]
@@ -61,7 +60,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
         for p in patches:
             name = f"DiT-{size}/{p}"
             run_dir = out / name.replace("/", "_")
-            done = _logged_steps(run_dir) if reuse else None  # a finished (or shorter) earlier run: resume it
+            done = logged_steps(run_dir) if reuse else None  # a finished (or shorter) earlier run: resume it
             if done is not None and done > steps:
                 raise ValueError(f"{run_dir} holds a run of {done} steps, more than steps={steps}: pass another "
                                  "out_dir, or reuse=False (--retrain) to train it again")
@@ -70,7 +69,7 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
                         seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
                         log_every=max(1, steps // 20), progress=progress,
                         resume=done is not None, overwrite=done is None)  # a run not reused is started over
-            seconds = time.perf_counter() - t0 if not done else _train_seconds(run_dir)
+            seconds = time.perf_counter() - t0 if not done else train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
             s = sample(run["ema"], labels, steps=sample_steps, cfg_scale=cfg_scale, seed=seed, progress=False)
             m = evaluate(judge, s.images, s.labels, real_stats)
@@ -87,39 +86,13 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     return rows
 
 
-def _logged_steps(run_dir) -> int | None:
-    """Steps of an earlier run in run_dir with a checkpoint, else None."""
-    ok = (Path(run_dir) / "checkpoint.safetensors").exists() and (Path(run_dir) / "log.csv").exists()
-    return int(read_log(run_dir)[-1]["step"]) if ok else None
-
-
-def _train_seconds(run_dir) -> float:
-    """Training time of a finished run from its log's timestamps (extrapolated over the first interval)."""
-    log = read_log(run_dir)
-    if len(log) < 2:
-        return float("nan")
-    return (log[-1]["time"] - log[0]["time"]) * log[-1]["step"] / (log[-1]["step"] - log[0]["step"])
-
-
 def write_csv(rows: list[dict], path) -> None:
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-    atomic_write(path, write)
+    write_rows(rows, path, FIELDS)
 
 
 def read_csv(path) -> list[dict]:
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in ("patch", "image_size", "tokens", "params", "steps"):
-            r[k] = int(r[k])
-        for k in ("gflops", "cfg_scale", "fd", "accuracy", "final_loss", "train_seconds"):
-            if k in r:  # cfg_scale: absent from older CSVs
-                r[k] = float(r[k])
-    return rows
+    return read_rows(path, ints=("patch", "image_size", "tokens", "params", "steps"),  # cfg_scale: absent from
+                     floats=("gflops", "cfg_scale", "fd", "accuracy", "final_loss", "train_seconds"))  # older CSVs
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -1,8 +1,10 @@
-"""The checks of notebooks 05, 06 and 08: diffusion training, sampling, training on a GPU."""
+"""The checks of notebooks 05, 06, 07 and 08: diffusion training, sampling, flow matching, training on a GPU."""
+import math
+
 import numpy as np
 import torch
 
-from ..diffusion import create_diffusion, get_beta_schedule
+from ..diffusion import create_diffusion, create_flow, get_beta_schedule, get_path, ode_sample
 from ..eval import estimate_flops
 from ..model import build_model, get_config
 from ..sampling import sample
@@ -77,6 +79,42 @@ def _cfg_forward_images(answer):
 def _settled_at(answer, rms):
     expect(answer == next(i for i, r in enumerate(rms) if r < 0.1),
             "the first index i with rms[i] < 0.1 (rms compares each step's clamped x̂_0 with the final image)")
+
+
+# ---------------------------------------------------------------- 07 flow matching
+
+def _test_field(x, t):  # dx/dt for the Heun exercise: a field whose solver results are easy to tell apart
+    return torch.cos(3 * t).view(-1, 1) * x + 1
+
+
+@exercise("07_flow_matching")
+def _heun_step(answer):
+    grid, x = torch.tensor([0.0, 0.5, 1.0]), torch.ones(2, 1)
+    for k in range(2):
+        x = call(answer, _test_field, x, grid[k], grid[k + 1])
+    want = ode_sample(create_flow(), _test_field, torch.ones(2, 1), grid, "heun")
+    expect(torch.allclose(x, want, atol=1e-6), "evaluate the velocity at the end of the Euler step too (x + dt·v at "
+                                               "t_next), then step with the average of the two slopes")
+    return "Two evaluations per step and an error of O(dt²) instead of Euler's O(dt)."
+
+
+@exercise("07_flow_matching")
+def _gvp_target(answer):
+    t, x0, x1 = torch.rand(5, generator=torch.Generator().manual_seed(0)), randn(5, 1, 4, 4), randn(5, 1, 4, 4, seed=1)
+    got = call(answer, t, x0, x1)
+    expect(got.shape == x0.shape, f"u_t has the images' shape {tuple(x0.shape)}, got {tuple(got.shape)}")
+    expect(torch.allclose(got, get_path("gvp").interpolate(t, x0, x1)[1], atol=1e-5),
+           "differentiate α_t = sin(πt/2) and σ_t = cos(πt/2) with respect to t (chain rule: a factor π/2)")
+    return "On GVP the speed |u_t| is constant too, but the path is a quarter circle."
+
+
+@exercise("07_flow_matching")
+def _share_in_middle(answer):
+    share = math.erf(math.log(3) / math.sqrt(2))  # P(|n| < logit(0.75)), n ~ N(0, 1)
+    expect(isinstance(answer, (int, float)) and abs(answer - share) < 0.01,
+           "t = 1 − sigmoid(n) with n ~ N(0, 1): t lies in [0.25, 0.75] when |n| <= logit(0.75); the normal's CDF "
+           "(or a histogram of many draws) gives the probability")
+    return "Logit-normal sampling spends that share of training on the middle half of the path, uniform 0.50."
 
 
 # ---------------------------------------------------------------- 08 train on a GPU

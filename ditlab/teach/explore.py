@@ -22,7 +22,7 @@ from ..eval import draw_fig8, estimate_flops, estimate_params, gflops_text, pape
 from ..eval.table4 import PATCH_MARKERS, SIZE_COLORS
 from ..io import default_cache_dir
 from ..model import PAPER_SIZES, get_config
-from ..sampling import parse_labels, sample
+from ..sampling import parse_labels, sample, samplers_for
 from ..training import train
 from ..zoo import list_pretrained, load_pretrained
 from . import viz
@@ -181,12 +181,20 @@ def patch_overlay(image, patch: int = 2, latent_size: int | None = None, size: f
 
 # ---------------------------------------------------------------- sampling (§3.1): grids, trajectories, guidance
 
-def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str = "ddim",
+def generate(model=DEFAULT_MODEL, labels=(0,), cfg_scale: float = 4.0, steps: int = 25, sampler: str | None = None,
              seed: int = 0, trajectory: bool = False, progress: bool = False, **model_kw):
-    """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory)."""
+    """`ditlab.sample` on `get_model(model)` -> `Samples` (images (N, C, H, W) in [-1, 1], labels, trajectory).
+    sampler None: the model's default (DDIM, or Euler for a flow-matching model; `sampler_names`)."""
     m = get_model(model, **model_kw)
     return sample(m, list(labels), steps=steps, sampler=sampler, cfg_scale=cfg_scale, seed=seed,
                   progress=progress, trajectory=trajectory)
+
+
+def sampler_names(model, trajectory: bool = False) -> list[str]:
+    """The samplers that fit a model (DDPM's, or the flow ODE/SDE ones), the default first; `trajectory`: only
+    those that record a denoising trajectory."""
+    names = list(samplers_for(model))
+    return [n for n in names if n in ("ddim", "ddpm", "euler", "heun")] if trajectory else names
 
 
 def _class_names(model) -> list[str]:
@@ -205,7 +213,7 @@ def _labels(model, label, n: int) -> list[int]:
 
 
 def sample_grid(model=DEFAULT_MODEL, label=None, n: int = 8, cfg_scale: float = 4.0, steps: int = 25,
-                sampler: str = "ddim", seed: int = 0, nrow: int | None = None, size: float = 1.6,
+                sampler: str | None = None, seed: int = 0, nrow: int | None = None, size: float = 1.6,
                 progress: bool = False, **model_kw) -> Figure:
     """n samples of one class (`label`: id or name) or of every class in turn (None), titled with the class.
     `nrow` images per row (default: one column per class, at most 10), `size` inches per image."""
@@ -214,7 +222,8 @@ def sample_grid(model=DEFAULT_MODEL, label=None, n: int = 8, cfg_scale: float = 
     names = _class_names(m)
     nrow = grid_columns(m) if nrow is None else nrow
     fig = viz.show_images(out.images, nrow=min(nrow, n), titles=[names[i] for i in out.labels], size=size)
-    fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler} {steps} steps, cfg {cfg_scale:g}, seed {seed}", fontsize=10)
+    fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler or samplers_for(m)[0]} {steps} steps, cfg {cfg_scale:g}, "
+                 f"seed {seed}", fontsize=10)
     return fig
 
 
@@ -223,7 +232,7 @@ def grid_columns(model) -> int:
     return min(get_model(model).config.num_classes, 10)
 
 
-def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0,
+def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0,
                    seed: int = 0, progress: bool = False, **model_kw) -> list[dict]:
     """The sampling trajectory of one image: per step dict(t, x_t (1, C, H, W), pred_x0 (1, C, H, W)), from
     pure noise (t = 999) to the last step; the sample itself is the last pred_x0."""
@@ -249,7 +258,7 @@ def scrubber_figure(trajectory, index: int = 0, image: int = 0, scale: int | Non
     pad, gap, top = 8, 24, 28 + (26 if title else 0)  # in pixels
     width, height = 2 * k * w + gap + 2 * pad, k * h + top + pad
     fig = Figure(figsize=(width / WIDGET_DPI, height / WIDGET_DPI), dpi=WIDGET_DPI)
-    for j, (key, label) in enumerate((("x_t", f"x_t, t = {int(s['t'])}"), ("pred_x0", "predicted x̂_0"))):
+    for j, (key, label) in enumerate((("x_t", f"x_t, t = {s['t']:.3g}"), ("pred_x0", "predicted x̂_0"))):
         ax = fig.add_axes(((pad + j * (k * w + gap)) / width, pad / height, k * w / width, k * h / height))
         viz._imshow(ax, s[key][image])  # axes of exactly k·w × k·h pixels: every image pixel a k×k block
         ax.set_axis_off()  # no frame over the border pixels
@@ -260,7 +269,7 @@ def scrubber_figure(trajectory, index: int = 0, image: int = 0, scale: int | Non
 
 
 def cfg_sweep(model=DEFAULT_MODEL, label=0, scales=(1.0, 2.0, 4.0, 7.0), n: int = 6, steps: int = 25,
-              sampler: str = "ddim", seed: int = 0, progress: bool = False, **model_kw) -> Figure:
+              sampler: str | None = None, seed: int = 0, progress: bool = False, **model_kw) -> Figure:
     """One row per guidance scale: n samples of one class from the same noise (seed), so only the scale changes."""
     m = get_model(model, **model_kw)
     if not scales:
@@ -273,7 +282,7 @@ def cfg_sweep(model=DEFAULT_MODEL, label=0, scales=(1.0, 2.0, 4.0, 7.0), n: int 
 
 
 def compare_patch_sizes(names=PATCH_NAMES, label=None, n: int = 6, cfg_scale: float = 4.0, steps: int = 25,
-                        sampler: str = "ddim", seed: int = 0, fallback_steps: int | None = None) -> Figure:
+                        sampler: str | None = None, seed: int = 0, fallback_steps: int | None = None) -> Figure:
     """Samples of several models (e.g. the shipped patch sizes 2, 4, 8) from the same seed, one row each,
     labelled with the model's patch size, tokens and Gflops."""
     if not names:

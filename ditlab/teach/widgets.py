@@ -45,6 +45,14 @@ def _image() -> W.Image:
                                                  height="auto"))
 
 
+def _row(*children) -> W.HBox:
+    """A row of widgets that wraps onto the next line rather than overflowing a narrow notebook."""
+    return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+
+
+_TOGGLE = {"button_width": "auto"}  # toggle buttons as wide as their text (the default is 148 px each)
+
+
 def _show(image: W.Image, png: bytes) -> None:
     """Show `png` in `image` at its native size: one PNG pixel per screen pixel."""
     image.value = png
@@ -78,7 +86,7 @@ def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, im
     paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
     size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
     image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
-    patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p", style={"button_width": "56px"})
+    patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p", style=_TOGGLE)
     info = W.HTML(layout=W.Layout(width="600px"))
     plot, grid = _image(), _image()
     image = explore.example_image() if image is None else image
@@ -100,12 +108,9 @@ def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, im
         w.observe(update, names="value")
     update()
     controls = W.VBox([W.HBox([size_w, image_w]), patch_w, info], layout=W.Layout(width="620px"))
-    box = W.VBox([W.HBox([controls, grid], layout=_ROW), plot])
+    box = W.VBox([_row(controls, grid), plot])
     box.controls = dict(size=size_w, patch=patch_w, image_size=image_w, info=info, plot=plot, grid=grid)
     return box
-
-
-_ROW = W.Layout(flex_flow="row wrap", align_items="flex-start")  # a row that wraps rather than overflows
 
 
 def _class_options(model) -> list:
@@ -127,11 +132,13 @@ def _default_model() -> str:
 EVERY = -1  # the class dropdown's "every class" entry (ipywidgets treats a None value as "no selection")
 
 
-def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str = "ddim",
+def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, sampler: str | None = None,
                seed: int = 0, fallback_steps: int | None = None, auto: bool = True):
     """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
     The grid has `explore.grid_columns` columns, like `explore.sample_grid`'s, and fits `MAX_WIDTH`.
-    `model`: a name from `explore.model_names()` or a DiT. Returns a VBox; `box.controls` holds its widgets."""
+    `model`: a name from `explore.model_names()` or a DiT. The sampler control offers what fits the model: DDIM and
+    DDPM, or for a flow-matching checkpoint the ODE and SDE samplers. Returns a VBox; `box.controls` holds its
+    widgets."""
     model = _default_model() if model is None else model
     model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
     m = explore.get_model(model, fallback_steps=fallback_steps)
@@ -139,8 +146,8 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
     steps_w = W.IntSlider(value=steps, min=2, max=250, description="steps", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler",
-                                style={"button_width": "64px"})
+    names = explore.sampler_names(m)
+    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler", style=_TOGGLE)
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
     n_w = W.IntSlider(value=n, min=1, max=40, description="images", continuous_update=False)
     button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
@@ -152,6 +159,9 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
                 mm = explore.get_model(model_w.value, fallback_steps=fallback_steps)
             label_w.options = [("every class", EVERY)] + _class_options(mm)
             label_w.value = EVERY
+            if list(sampler_w.options) != explore.sampler_names(mm):  # DDPM vs flow-matching samplers
+                sampler_w.options = explore.sampler_names(mm)
+                sampler_w.value = sampler_w.options[0]
         except Exception as e:
             status.value = _error(e)
 
@@ -173,15 +183,15 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     button.on_click(run)
     if auto:
         run()
-    box = W.VBox([W.HBox([model_w, label_w], layout=_ROW), W.HBox([cfg_w, steps_w], layout=_ROW),
-                  W.HBox([seed_w, n_w], layout=_ROW), W.HBox([sampler_w, button, status], layout=_ROW), progress,
+    box = W.VBox([_row(model_w, label_w), _row(cfg_w, steps_w),
+                  _row(seed_w, n_w), _row(sampler_w, button, status), progress,
                   image])
     box.controls = dict(model=model_w, label=label_w, cfg_scale=cfg_w, steps=steps_w, sampler=sampler_w,
                         seed=seed_w, n=n_w, button=button, status=status, progress=progress, image=image)
     return box
 
 
-def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_scale: float = 4.0, seed: int = 0,
+def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0, seed: int = 0,
              fallback_steps: int | None = None, auto: bool = True):
     """A denoising scrubber: "Sample" records one trajectory, the step slider (1 to K, the caption beside it says
     the same step) shows x_t and the predicted x̂_0 at each step, at a whole multiple of their pixels (frames are
@@ -190,8 +200,8 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
     m = explore.get_model(model, fallback_steps=fallback_steps)
     label_w = W.Dropdown(options=_class_options(m), value=int(explore._labels(m, label, 1)[0]), description="class")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
-    sampler_w = W.ToggleButtons(options=["ddim", "ddpm"], value=sampler, description="sampler",
-                                style={"button_width": "64px"})
+    names = explore.sampler_names(m, trajectory=True)
+    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler", style=_TOGGLE)
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
     step_w = W.IntSlider(value=1, min=1, max=max(2, steps), description="step", disabled=True)
@@ -209,7 +219,7 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
             if i not in state["frames"]:
                 state["frames"][i] = _png(explore.scrubber_figure(traj, i, title=False))
             _show(image, state["frames"][i])
-            caption.value = (f"step <b class='step'>{i + 1}</b> of {len(traj)}: t = {int(traj[i]['t'])}, "
+            caption.value = (f"step <b class='step'>{i + 1}</b> of {len(traj)}: t = {traj[i]['t']:.3g}, "
                              "the noisy input x<sub>t</sub> and the model's guess x̂<sub>0</sub>")
         except Exception as e:
             status.value = _error(e)
@@ -232,8 +242,8 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str = "ddim", cfg_sc
     button.on_click(run)
     if auto:
         run()
-    box = W.VBox([W.HBox([label_w, seed_w], layout=_ROW), W.HBox([cfg_w, sampler_w], layout=_ROW),
-                  W.HBox([button, status], layout=_ROW), progress, W.HBox([step_w, caption], layout=_ROW), image])
+    box = W.VBox([_row(label_w, seed_w), _row(cfg_w, sampler_w),
+                  _row(button, status), progress, _row(step_w, caption), image])
     box.controls = dict(label=label_w, seed=seed_w, sampler=sampler_w, cfg_scale=cfg_w, step=step_w, caption=caption,
                         button=button, status=status, progress=progress, image=image, state=state)
     return box

@@ -9,9 +9,10 @@
     log.py       log.csv, one row per logged step
     loop.py      train(): the loop itself
 """
-from .config import PRECISIONS, TrainConfig, build_model_config
+from .config import OBJECTIVES, PRECISIONS, TrainConfig, build_model_config, build_objective, describe_objective
 from .hardware import resolve_precision
 from .log import read_log
 from .loop import train
 
-__all__ = ["PRECISIONS", "TrainConfig", "build_model_config", "read_log", "resolve_precision", "train"]
+__all__ = ["OBJECTIVES", "PRECISIONS", "TrainConfig", "build_model_config", "build_objective", "describe_objective",
+           "read_log", "resolve_precision", "train"]

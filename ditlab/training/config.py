@@ -1,15 +1,22 @@
 """`TrainConfig`: every option of a training run (the `ditlab train` flags are generated from its fields), checked
 when it is made — types from the field annotations, ranges and the model below — so that bad options fail before
-any data is loaded; and the model config sized to the data."""
+any data is loaded; the model config sized to the data; and the training objective (DDPM as in the paper, or
+flow matching as in SiT)."""
 import math
 import numbers
 import os
 import typing
 from dataclasses import dataclass, field, fields
 
+from ..diffusion import GaussianDiffusion, create_diffusion
+from ..diffusion.flow import LOSS_WEIGHTS, PREDICTIONS, T_SAMPLINGS, FlowMatching, create_flow
+from ..diffusion.interpolants import PATHS
 from ..model import DiTConfig, get_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OBJECTIVES = ("ddpm", "flow")
+FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": LOSS_WEIGHTS[1:],
+               "t_sampling": T_SAMPLINGS}
 DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 
 
@@ -30,7 +37,12 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
     class_dropout_prob: float = 0.1
-    learn_sigma: bool = True
+    learn_sigma: bool = True  # objective "ddpm" only: flow models predict C channels
+    objective: str = "ddpm"  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below
+    path: str | None = None  # flow: "linear" (rectified flow, default), "gvp" or "vp"
+    prediction: str | None = None  # flow: "velocity" (default), "noise" or "score"
+    loss_weight: str | None = None  # flow with noise/score prediction: "velocity" or "likelihood" (SiT); default none
+    t_sampling: str | None = None  # flow: "uniform" (default) or "logit-normal" (SD3)
     grad_clip: float | None = None
     grad_checkpointing: bool = False
     precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 + grad scaler on older GPUs, fp32 on CPU
@@ -68,6 +80,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be {rule}, got {v!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        for name, allowed in FLOW_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None and self.objective != "flow":
+                raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={self.objective!r})")
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
         if self.resume and self.overwrite:
@@ -112,9 +132,24 @@ def build_model_config(cfg: TrainConfig, data) -> DiTConfig:
     """The model config sized to the data; explicit conflicting overrides are an error."""
     size = data.image_size
     sized = dict(input_size=size if isinstance(size, int) else tuple(size), in_channels=data.channels,
-                 num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob, learn_sigma=cfg.learn_sigma)
+                 num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob,
+                 learn_sigma=cfg.learn_sigma and cfg.objective == "ddpm")
     for k in ("input_size", "in_channels", "num_classes"):
         if k in cfg.model_args and cfg.model_args[k] != sized[k]:
             raise ValueError(f"model_args {k}={cfg.model_args[k]!r} does not match the data ({data.name}: {k}="
                              f"{sized[k]!r}); pass image_size=/channels= to convert the data instead")
     return get_config(cfg.model, **{**sized, **cfg.model_args})
+
+
+def build_objective(cfg: TrainConfig, mcfg: DiTConfig) -> GaussianDiffusion | FlowMatching:
+    """DiT's diffusion (T = 1000, linear β, learned Σ when the model has it) or a `FlowMatching`; both have
+    `training_losses(model, x, t, model_kwargs, noise)`."""
+    if cfg.objective == "flow":
+        return create_flow(cfg.path or "linear", cfg.prediction or "velocity", cfg.loss_weight,
+                           t_sampling=cfg.t_sampling or "uniform")
+    return create_diffusion("", learn_sigma=mcfg.learn_sigma)
+
+
+def describe_objective(objective) -> dict:
+    """What checkpoints record, e.g. {"objective": "ddpm"} or {"objective": "flow", "path": "linear", ...}."""
+    return objective.describe() if isinstance(objective, FlowMatching) else {"objective": "ddpm"}

@@ -1,6 +1,9 @@
 """Training a class-conditional DiT (paper §4 "Training"): AdamW at lr 1e-4 without weight decay, EMA of the
 weights, label dropout 0.1 for classifier-free guidance, the hybrid loss of `diffusion.training_losses`.
 
+`objective="flow"` trains the same DiT with flow matching instead (SiT; `ditlab.diffusion.flow`): continuous
+t ∈ [0, 1], uniform or logit-normal, and the prediction target of the chosen path.
+
 `train(TrainConfig(...))` or `ditlab train ...`; multi-GPU through `torchrun --nproc_per_node N -m ditlab train ...`
 (DistributedDataParallel; each rank takes every world_size-th sample of one seeded permutation, and noise,
 timesteps and label dropout come from one generator shared by all ranks, so N processes reproduce the loss of
@@ -20,11 +23,10 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import save_model
 from ..data import encode_latents, load_dataset, load_vae
-from ..diffusion import create_diffusion
 from ..io import atomic_write, resolve_device, save_grid
 from ..model import DiT
 from ..sampling import sample
-from .config import TrainConfig, build_model_config
+from .config import TrainConfig, build_model_config, build_objective, describe_objective
 from .ema import EMA
 from .hardware import init_distributed, on_rank0, resolve_precision
 from .log import append_row, trim_log
@@ -33,10 +35,13 @@ from .rundir import run_folder
 from .state import load_state, save_state
 
 
-def _batch_noise(gen, n_global, rank, world, shape, num_timesteps, dropout, device):
+def _batch_noise(gen, n_global, rank, world, shape, objective, dropout, device):
     """Timesteps, noise and label-drop flags for the whole global batch from the shared generator; this rank
     keeps rows rank::world (the same rows its data indices occupy in the one-process batch)."""
-    t = torch.randint(0, num_timesteps, (n_global,), generator=gen)
+    if hasattr(objective, "sample_t"):  # flow matching: continuous t, uniform or logit-normal
+        t = objective.sample_t(n_global, gen)
+    else:
+        t = torch.randint(0, objective.num_timesteps, (n_global,), generator=gen)
     noise = torch.randn((n_global, *shape), generator=gen)
     drop = (torch.rand(n_global, generator=gen) < dropout).long()
     return t[rank::world].to(device), noise[rank::world].to(device), drop[rank::world].to(device)
@@ -108,8 +113,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
                             fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # noise, timesteps, label dropout: shared by all ranks
+    objective = build_objective(cfg, mcfg)
+    model.objective = ema.model.objective = describe_objective(objective)  # recorded in every checkpoint
     step = load_state(ckpt_path, model, ema, opt, scaler, gen, mcfg) if cfg.resume else 0
-    diffusion = create_diffusion("", learn_sigma=mcfg.learn_sigma)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     fwd = torch.compile(ddp) if cfg.compile else ddp
@@ -127,10 +133,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
     while step < cfg.steps:
         idx = _indices(len(dataset), step, cfg.batch_size, rank, world, cfg.seed)
         x, y = dataset.get_batch(idx, device=device)
-        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], diffusion.num_timesteps,
+        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], objective,
                                       cfg.class_dropout_prob, device)
         with autocast:
-            losses = diffusion.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
+            losses = objective.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
         loss = losses["loss"].float().mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -169,7 +175,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
                 try:  # the checkpoint first, then its EMA (load_model checks they hold the same step)
                     save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes, fingerprint)
                     saved = step
-                    save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step)
+                    save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step,
+                               objective=ema.model.objective)
                 except OSError as e:  # disk full, quota, ...: atomic writes left the last checkpoint as it was
                     kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint yet"
                     raise OSError(e.errno, f"could not write the checkpoint of step {step} in {out} "

@@ -3,6 +3,7 @@ exactly, so options that would change those are refused; every other changed opt
 the checkpoint's step on and is reported (printed, and recorded under "resumes" in config.json):
 
     refused   the model: model, model_args, learn_sigma, class_dropout_prob
+              the objective: objective, path, prediction, loss_weight, t_sampling
               the data: data, image_size, channels, limit, vae, and the data's content (a hash)
               the order of data and noise: batch_size, seed
     applied   lr and weight_decay (set in the restored optimizer), steps (not below the checkpoint's),
@@ -17,8 +18,8 @@ from pathlib import Path
 from ..io import open_tensors
 from .config import TrainConfig
 
-FIXED = ("model", "model_args", "learn_sigma", "class_dropout_prob", "data", "image_size", "channels", "limit", "vae",
-         "batch_size", "seed")
+FIXED = ("model", "model_args", "learn_sigma", "class_dropout_prob", "objective", "path", "prediction", "loss_weight",
+         "t_sampling", "data", "image_size", "channels", "limit", "vae", "batch_size", "seed")
 IGNORED = ("out_dir", "resume", "overwrite", "progress")
 
 
@@ -27,7 +28,8 @@ def plan_resume(ckpt: Path, cfg: TrainConfig) -> tuple[dict, dict]:
     a refused change, or steps below the checkpoint's step, raises ValueError — before any data is loaded."""
     with open_tensors(ckpt) as f:
         meta = f.metadata() or {}
-    old = json.loads(meta["train_config"])
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))  # options an older checkpoint did not record yet
+    old = {**defaults, **json.loads(meta["train_config"])}
     new = json.loads(json.dumps(asdict(cfg)))  # as stored: tuples become lists
     changed = {k: (old.get(k), v) for k, v in new.items() if k not in IGNORED and old.get(k) != v}
     refused = {k: change for k, change in changed.items() if k in FIXED}

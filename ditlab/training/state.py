@@ -21,6 +21,7 @@ def save_state(path: Path, model, ema, opt, scaler, gen, step, cfg, mcfg, classe
     tensors["rng.torch"] = torch.get_rng_state()
     meta = dict(format=TRAIN_FORMAT, step=str(step), config=json.dumps(mcfg.to_dict()),
                 train_config=json.dumps(asdict(cfg)), classes=json.dumps(classes),
+                objective=json.dumps(getattr(ema.model, "objective", {"objective": "ddpm"})),
                 data_fingerprint=json.dumps(data_fingerprint),
                 param_groups=json.dumps([{k: v for k, v in g.items() if k != "params"} for g in opt_sd["param_groups"]]),
                 scaler=json.dumps(scaler.state_dict() if scaler.is_enabled() else {}))
