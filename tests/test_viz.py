@@ -138,6 +138,17 @@ def _texts(ax):
     return [t.get_text() for t in ax.texts]
 
 
+def test_dit_overview_is_drawn_to_fit_a_notebook():
+    """Notebook 00's diagram of the whole network: a figure (an ASCII drawing wrapped in a normal window) at most
+    940 px wide at 100 dpi, with the token count computed from the patch size."""
+    fig = viz_diagrams.dit_overview(patch=4)
+    assert fig.get_size_inches()[0] * 100 <= 940
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "T = 64 tokens" in texts and "4×4 patches" in texts and "scale, shift, gate" in texts
+    with pytest.raises(ValueError, match="patch"):
+        viz_diagrams.dit_overview(patch=5)
+
+
 def test_block_diagrams_draw_fig3():
     fig = viz_diagrams.block_diagrams()
     assert len(fig.axes) == 4

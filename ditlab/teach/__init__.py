@@ -6,6 +6,7 @@
     viz_compute.py     Gflops and parameters: against the patch size, per component, per block design
     viz_training.py    figures of the diffusion process and of training: schedules, noising, trajectories, losses
     explore.py         what the widgets do, as plain functions (inputs -> figure / images): models, Gflops, sampling
+    readings.py        sentences computed from the numbers they describe (how a trajectory settles, guidance's variety)
     widgets.py         the ipywidgets controls that wire `explore` to sliders and buttons (needs ipywidgets)
     exercises.py       the exercise checks: `check(name, answer)` says right, not answered or a hint, never the answer;
                        the checks by topic in exercises_model.py, exercises_diffusion.py, exercises_explore.py,

@@ -1,5 +1,6 @@
 """DiT drawn (paper §3.2, Fig. 3): the four block designs, bottom to top, with their residual connections and where
-the timestep t and the class y come in. Figures are built without pyplot, like all of `ditlab.teach.viz`."""
+the timestep t and the class y come in; and the whole network (`dit_overview`, notebook 00). Figures are built
+without pyplot, like all of `ditlab.teach.viz`."""
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
@@ -94,4 +95,42 @@ def block_diagrams(blocks: Sequence[str] = BLOCKS, highlight: str | None = "adaL
         r = paper[b]
         ax.set_title(f"DiT block with {b}\nXL/2: {r['gflops']:.1f} Gflops, FID {r['fid50k_400k']:.1f}", fontsize=9,
                      fontweight="bold" if b == highlight else "normal")
+    return fig
+
+
+def dit_overview(patch: int = 2, latent: int = 32, width: float = 9.4) -> Figure:
+    """The whole network (paper Fig. 3, left): the noisy latent x_t, patchify, tokens + positions, N DiT blocks
+    conditioned on t and y, the linear decoder back to noise ε̂ and covariance Σ̂. `width` in inches (940 px at
+    100 dpi: it fits a notebook beside the file browser, unlike an ASCII drawing that wraps)."""
+    if not isinstance(patch, int) or patch < 1 or latent % patch:
+        raise ValueError(f"patch must be a positive int dividing latent={latent}, got {patch!r}")
+    fig, (ax,) = _figure(1, 1, (width, 0.3 * width))
+    t = (latent // patch) ** 2
+    steps = [("noisy latent $x_t$", f"{latent}×{latent}×4", "io"),
+             ("patchify", f"{patch}×{patch} patches", "norm"),
+             (f"T = {t} tokens", "+ sin-cos positions", "norm"),
+             ("N × DiT block", "adaLN-Zero", "attn"),
+             ("linear decoder", "+ unpatchify", "mlp"),
+             ("noise $\\hat\\epsilon$, cov. $\\hat\\Sigma$", f"{latent}×{latent}×8", "io")]
+    bw, bh, y, gap = 1.45, 0.95, 1.75, 0.25
+    arrow = dict(arrowstyle="-|>", color="black", lw=1.1, shrinkA=0, shrinkB=0)
+    for i, (title, sub, kind) in enumerate(steps):
+        x = 0.1 + i * (bw + gap)
+        ax.add_patch(FancyBboxPatch((x, y), bw, bh, boxstyle="round,pad=0,rounding_size=0.08", fc=_COLORS[kind],
+                                    ec="black", lw=1.0))
+        ax.text(x + bw / 2, y + 0.62 * bh, title, ha="center", va="center", fontsize=10)
+        ax.text(x + bw / 2, y + 0.28 * bh, sub, ha="center", va="center", fontsize=9, color="#333333")
+        if i:
+            ax.annotate("", (x, y + bh / 2), (x - gap, y + bh / 2), arrowprops=arrow)
+    bx = 0.1 + 3 * (bw + gap) + bw / 2  # under the DiT blocks: the conditioning c = embed(t) + embed(y)
+    ax.add_patch(FancyBboxPatch((bx - 1.1, 0.2), 2.2, 0.75, boxstyle="round,pad=0,rounding_size=0.08",
+                                fc=_COLORS["cond"], ec="black", lw=1.0))
+    ax.text(bx, 0.58, "timestep t + class label y\n→ embedding c", ha="center", va="center", fontsize=9.5)
+    ax.annotate("", (bx, y), (bx, 0.95), arrowprops={**arrow, "color": "tab:green"})
+    ax.text(bx + 0.08, 1.35, "scale, shift, gate\nin every block", ha="left", va="center", fontsize=9,
+            color="tab:green")
+    ax.set_xlim(0, 0.2 + 6 * bw + 5 * gap)
+    ax.set_ylim(0, 2.9)
+    ax.set_axis_off()
+    ax.set_title(f"DiT (§3.2): predicts the noise in a latent; here p = {patch}", fontsize=10)
     return fig
