@@ -15,7 +15,7 @@ LAYERS = [
     ("training",),
     ("hub", "studies", "zoo"),
     ("teach",),
-    ("demo",),
+    ("demo", "playground"),
     ("cli",),
     ("__main__",),
 ]

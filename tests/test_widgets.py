@@ -341,3 +341,20 @@ def test_demo_app_has_the_three_widgets_in_tabs():
     assert [app.get_title(i) for i in range(3)] == ["Sampling playground", "Watch a sample form", "Scaling explorer"]
     assert list(app.controls) == ["playground", "scrubber", "explorer"]
     assert app.controls["playground"].controls["image"].value[:4] == PNG
+
+
+def test_a_failing_sample_shows_its_own_error_even_where_output_swallows_it(monkeypatch):
+    """In a kernel, `with Output():` prints a traceback and swallows the exception (found by the browser test:
+    the status said UnboundLocalError); the widgets re-raise it so that the status line names the real error."""
+    import ipywidgets
+
+    monkeypatch.setattr(ipywidgets.Output, "__exit__", lambda self, *exc: True)  # what it does in a kernel
+    box = widgets.playground(tiny(), n=2, steps=2, auto=False)
+
+    def broken(*a, **k):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setattr(explore, "sample_grid", broken)
+    box.controls["button"].click()
+    assert "RuntimeError: deliberately broken" in box.controls["status"].value
+    assert not box.controls["button"].disabled

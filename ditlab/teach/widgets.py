@@ -53,6 +53,12 @@ def _row(*children) -> W.HBox:
 _TOGGLE = {"button_width": "auto"}  # toggle buttons as wide as their text (the default is 148 px each)
 
 
+def _toggles(options, value, description: str) -> W.ToggleButtons:
+    # flex 0 0 auto: in a wrapping row the buttons stay on the description's line instead of shrinking under it
+    return W.ToggleButtons(options=options, value=value, description=description, style=_TOGGLE,
+                           layout=W.Layout(flex="0 0 auto"))
+
+
 def _show(image: W.Image, png: bytes) -> None:
     """Show `png` in `image` at its native size: one PNG pixel per screen pixel."""
     image.value = png
@@ -65,6 +71,19 @@ def _error(e: Exception) -> str:
 
 def _ok(text: str) -> str:
     return f'<span style="color:#060">{html.escape(text)}</span>'
+
+
+def _captured(output: W.Output, fn):
+    """fn() with its prints and progress bar shown in `output`. Its exception is raised here: an Output used as a
+    context manager in a kernel shows the traceback and swallows the exception, which would leave the caller
+    without a result (and the status line with a misleading error)."""
+    error = None
+    with output:
+        try:
+            return fn()
+        except Exception as e:
+            error = e
+    raise error
 
 
 def _busy(button, status, progress, work) -> None:
@@ -86,7 +105,7 @@ def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, im
     paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
     size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
     image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
-    patch_w = W.ToggleButtons(options=[2, 4, 8], value=patch, description="patch p", style=_TOGGLE)
+    patch_w = _toggles([2, 4, 8], patch, "patch p")
     info = W.HTML(layout=W.Layout(width="600px"))
     plot, grid = _image(), _image()
     image = explore.example_image() if image is None else image
@@ -147,7 +166,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
                           continuous_update=False)
     steps_w = W.IntSlider(value=steps, min=2, max=250, description="steps", continuous_update=False)
     names = explore.sampler_names(m)
-    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler", style=_TOGGLE)
+    sampler_w = _toggles(names, sampler or names[0], "sampler")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
     n_w = W.IntSlider(value=n, min=1, max=40, description="images", continuous_update=False)
     button, status, progress = W.Button(description="Sample", button_style="primary"), W.HTML(), W.Output()
@@ -155,8 +174,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
 
     def on_model(_=None):
         try:
-            with progress:
-                mm = explore.get_model(model_w.value, fallback_steps=fallback_steps)
+            mm = _captured(progress, lambda: explore.get_model(model_w.value, fallback_steps=fallback_steps))
             label_w.options = [("every class", EVERY)] + _class_options(mm)
             label_w.value = EVERY
             if list(sampler_w.options) != explore.sampler_names(mm):  # DDPM vs flow-matching samplers
@@ -167,13 +185,13 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
 
     def sample() -> str:
         t0 = time.perf_counter()
-        with progress:  # the tqdm bar shows here
+        def grid():  # the tqdm bar shows in `progress`
             mm = explore.get_model(model_w.value, fallback_steps=fallback_steps)
             label = None if label_w.value == EVERY else label_w.value
             cols = explore.grid_columns(mm)
-            fig = explore.sample_grid(mm, label, n_w.value, cfg_w.value, steps_w.value, sampler_w.value,
-                                      seed_w.value, size=min(1.6, 0.98 * MAX_WIDTH / DPI / cols), progress=True)
-        _show(image, _png(fig))
+            return explore.sample_grid(mm, label, n_w.value, cfg_w.value, steps_w.value, sampler_w.value,
+                                       seed_w.value, size=min(1.6, 0.98 * MAX_WIDTH / DPI / cols), progress=True)
+        _show(image, _png(_captured(progress, grid)))
         return f"{n_w.value} images, {steps_w.value} {sampler_w.value} steps in {time.perf_counter() - t0:.1f} s"
 
     def run(_=None):
@@ -201,7 +219,7 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, c
     label_w = W.Dropdown(options=_class_options(m), value=int(explore._labels(m, label, 1)[0]), description="class")
     seed_w = W.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
     names = explore.sampler_names(m, trajectory=True)
-    sampler_w = W.ToggleButtons(options=names, value=sampler or names[0], description="sampler", style=_TOGGLE)
+    sampler_w = _toggles(names, sampler or names[0], "sampler")
     cfg_w = W.FloatSlider(value=cfg_scale, min=1.0, max=10.0, step=0.5, description="cfg scale",
                           continuous_update=False)
     step_w = W.IntSlider(value=1, min=1, max=max(2, steps), description="step", disabled=True)
@@ -225,9 +243,8 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, c
             status.value = _error(e)
 
     def record() -> str:
-        with progress:
-            traj = explore.denoise_frames(m, label_w.value, steps, sampler_w.value, cfg_w.value, seed_w.value,
-                                          progress=True)
+        traj = _captured(progress, lambda: explore.denoise_frames(m, label_w.value, steps, sampler_w.value,
+                                                                  cfg_w.value, seed_w.value, progress=True))
         state.update(trajectory=traj, frames={})
         step_w.max = len(traj)
         step_w.disabled = False
