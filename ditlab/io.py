@@ -5,6 +5,7 @@ import math
 import os
 import socket
 import tempfile
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,6 +14,8 @@ from einops import rearrange
 from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from .extras import requires
 
 
 # ---- writing files safely -------------------------------------------------------------------------------
@@ -95,6 +98,15 @@ def default_cache_dir(cache_dir=None) -> Path:
     return Path(cache_dir or os.environ.get("DITLAB_CACHE") or Path.home() / ".cache" / "ditlab").expanduser()
 
 
+def shipped_path(*parts: str) -> Path:
+    """A file or folder of the repository's `data/` (shipped checkpoints, their model card, study results), e.g.
+    `shipped_path("scaling.csv")`: inside the package (`ditlab/_data/`, put there when a wheel is built, see
+    setup.py) after `pip install`, else in the checkout beside the package (editable install)."""
+    packed = resources.files("ditlab") / "_data"
+    root = Path(str(packed)) if packed.is_dir() else Path(__file__).resolve().parents[1] / "data"
+    return root.joinpath(*parts)
+
+
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
@@ -173,7 +185,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 # ---- the network ----------------------------------------------------------------------------------------
 def hub_reachable(timeout: float = 3.0) -> str | None:
     """None if the Hugging Face Hub may be reached, else a short reason (offline mode or no connection)."""
-    from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
 
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}:
         return "offline mode is on (HF_HUB_OFFLINE=1)"

@@ -16,15 +16,16 @@ import torch
 from .checkpoint import load_model, save_model
 from .data import load_dataset
 from .eval import estimate_flops, estimate_params, evaluate, get_judge
+from .io import shipped_path
 from .sampling import objective_of, sample, samplers_for
 from .training import read_log
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+CHECKPOINT_DIR = shipped_path("checkpoints")  # data/checkpoints/ of the repository, packed into the wheel
 DEFAULT = "digits-p4"
 
 
 def checkpoint_dir() -> Path:
-    """`$DITLAB_CHECKPOINTS`, else the repository's `data/checkpoints/`."""
+    """`$DITLAB_CHECKPOINTS`, else the shipped `data/checkpoints/` (in the checkout or the installed package)."""
     return Path(os.environ.get("DITLAB_CHECKPOINTS") or CHECKPOINT_DIR)
 
 

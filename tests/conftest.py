@@ -1,4 +1,5 @@
 """Shared pytest fixtures: offline mode, paths to the committed fixtures and ../shared, the official tiny DiT."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,8 +12,28 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"  # beside a developer's checkout: real data (MNIST, CIFAR-10); absent in a user's clone
+MNIST = SHARED / "data" / "mnist.npz"
+CIFAR = SHARED / "data" / "cifar10.zip"
 FIXTURES = ROOT / "tests" / "fixtures" / "official_dit"  # committed: the official DiT code's outputs
 SIT_FIXTURES = ROOT / "tests" / "fixtures" / "official_sit"  # committed: the official SiT code's outputs
+
+
+def _needs(path: Path):
+    """Skip (with the file named) where the optional real data is absent, e.g. in a fresh clone."""
+    return pytest.mark.skipif(not path.exists(), reason=f"needs {path.relative_to(ROOT.parent)} beside the checkout "
+                                                        "(real data, not in the repository)")
+
+
+needs_mnist = _needs(MNIST)
+needs_cifar = _needs(CIFAR)
+
+
+def load_script(path: Path):
+    """A script of the repository (e.g. notebooks/regenerate.py) as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CIFAR, MNIST, needs_cifar, needs_mnist
 from ditlab.data import ImageDataset, builtin, load_dataset
 from ditlab.data import datasets as ditlab_datasets
 from ditlab.io import default_cache_dir, float_to_uint8, uint8_to_float
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MNIST = SHARED / "data" / "mnist.npz"
-CIFAR = SHARED / "data" / "cifar10.zip"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-needs_mnist = pytest.mark.skipif(not MNIST.exists(), reason="../shared/data/mnist.npz missing")
-needs_cifar = pytest.mark.skipif(not CIFAR.exists(), reason="../shared/data/cifar10.zip missing")
 
 
 @pytest.fixture(autouse=True)

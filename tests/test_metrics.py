@@ -2,12 +2,12 @@
 import math
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import MNIST, needs_mnist
 from ditlab.data import ImageDataset, load_dataset
 from ditlab.eval import judge as judge_module
 from ditlab.eval.judge import check_images, get_judge, load_judge, train_judge
@@ -16,8 +16,6 @@ from ditlab.eval.metrics import (conditional_accuracy, evaluate, feature_stats, 
                                  save_npz_samples)
 from ditlab.io import uint8_to_float
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
-needs_mnist = pytest.mark.skipif(not MNIST.exists(), reason="needs ../shared/data/mnist.npz")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -284,7 +282,7 @@ def test_get_judge_argument_errors(tmp_path):
 
 def test_inception_fid_without_torch_fidelity_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # makes `import torch_fidelity` fail
-    with pytest.raises(RuntimeError, match=r"pip install 'ditlab\[fid\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'ditlab\[fid\]'"):
         inception_fid(torch.zeros(4, 1, 32, 32), torch.zeros(4, 1, 32, 32))
 
 

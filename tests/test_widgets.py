@@ -358,3 +358,33 @@ def test_a_failing_sample_shows_its_own_error_even_where_output_swallows_it(monk
     box.controls["button"].click()
     assert "RuntimeError: deliberately broken" in box.controls["status"].value
     assert not box.controls["button"].disabled
+
+
+def test_displayed_panels_show_a_static_preview_beneath_that_the_first_interaction_clears(monkeypatch):
+    from PIL import Image
+
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj, **kwargs):
+            updates.append(obj)
+
+    def fake_display(obj, raw=False, display_id=None):
+        shown.append(obj)
+        return Handle() if display_id else None
+
+    monkeypatch.setattr(widgets, "display", fake_display)
+    explorer = widgets.scaling_explorer("XL", 2, 256, image=torch.zeros(1, 32, 32))
+    plot, grid = (Image.open(io.BytesIO(explorer.controls[k].value)) for k in ("plot", "grid"))
+    png = explorer.preview()
+    assert png[:4] == PNG
+    assert Image.open(io.BytesIO(png)).size == (plot.width + grid.width, max(plot.height, grid.height))
+    explorer._ipython_display_()
+    widget, preview = shown
+    assert widget["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
+    assert "static preview" in widget["text/plain"] and preview.data == png and preview.format == "png"
+    explorer.controls["patch"].value = 4  # the first interaction: the preview of the default state goes away
+    assert updates and updates[0] == {"text/plain": ""}
+    for box in (widgets.playground(tiny(), n=2, steps=2), widgets.scrubber(tiny(), steps=2)):
+        assert box.preview()[:4] == PNG  # every builder's default state has a figure
+    assert widgets.playground(tiny(), n=2, steps=2, auto=False).preview() is None  # nothing drawn yet

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..extras import requires
 from ..io import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
 from . import builtin
 from .files import decode_images, image_files, read_npz, to_nchw
@@ -154,8 +155,9 @@ def _load_hf(name, split, cache_dir):
     cache = default_cache_dir(cache_dir) / "hub" / f"{hf_id.replace('/', '--')}-{split}.safetensors"
     if cache.exists():
         return _load_arrays(cache)
-    import datasets  # heavy optional dependency (the [hf] extra)
-    from huggingface_hub import constants  # comes with datasets
+    with requires("hf"):
+        import datasets  # heavy optional dependency (the [hf] extra)
+        from huggingface_hub import constants  # heavy optional dependency (the [hf] extra)
 
     # fail fast: with no connection `datasets` retries for ~25 s; offline it fails (or uses HF's cache) at once
     reason = None if constants.HF_HUB_OFFLINE else hub_reachable()

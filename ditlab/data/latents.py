@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..extras import requires
 from ..io import default_cache_dir, hub_reachable, load_tensors, save_tensors, uint8_to_float
 from .datasets import content_hash
 
@@ -77,7 +78,8 @@ def load_vae(name_or_path=DEFAULT_VAE, device="cpu", dtype=torch.float32):
 
     Fails fast (no retries) when the Hub cannot be reached and the model is not in the local HF cache.
     """
-    from diffusers import AutoencoderKL  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from diffusers import AutoencoderKL  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")

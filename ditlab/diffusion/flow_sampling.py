@@ -13,6 +13,7 @@ network is called once per step by "euler" (ODE and SDE), twice by "heun", as th
 import torch
 from tqdm.auto import tqdm
 
+from ..extras import requires
 from .flow import FlowMatching, prior_logp, time_shift
 
 ODE_METHODS = ("euler", "heun", "dopri5")
@@ -62,11 +63,8 @@ def ode_sample(flow, model, noise, grid, method="euler", model_kwargs=None, atol
     if method not in ODE_METHODS:
         raise ValueError(f"ODE method must be one of {list(ODE_METHODS)}, got {method!r}")
     if method == "dopri5":
-        try:
+        with requires("flow"):  # or use method='euler' / 'heun', which need nothing
             from torchdiffeq import odeint  # heavy optional dependency (the [flow] extra)
-        except ImportError:
-            raise ImportError("the adaptive ODE solver 'dopri5' needs torchdiffeq: pip install 'ditlab[flow]' "
-                              "(or use method='euler' / 'heun')") from None
         kw = model_kwargs or {}
         states = odeint(lambda t, x: flow.velocity(model, x, _times(t, x), **kw), noise, grid.to(noise.device),
                         method="dopri5", atol=[atol], rtol=[rtol])  # 1-element lists: float32 error norm, as SiT

@@ -4,13 +4,15 @@ one flop, the VAE excluded. Two ways: `count_flops` traces a real forward pass w
 options (RMSNorm, SwiGLU, QK-norm, RoPE) too, and agree exactly."""
 import torch
 
+from ..extras import requires
 from ..model import DiT, DiTConfig, get_config
 from ..model.modern import swiglu_hidden
 
 
 def _sdpa_flop(inputs, outputs) -> int:
     """fvcore handle for aten::scaled_dot_product_attention: Q·Kᵀ and A·V, each N·H·T·S·d multiply-adds."""
-    from fvcore.nn.jit_handles import get_shape  # heavy optional dependency (the [flops] extra)
+    with requires("flops"):
+        from fvcore.nn.jit_handles import get_shape  # heavy optional dependency (the [flops] extra)
 
     q, k = get_shape(inputs[0]), get_shape(inputs[1])
     *batch, t, d = q
@@ -24,7 +26,8 @@ def _sdpa_flop(inputs, outputs) -> int:
 def _rms_norm_flop(inputs, outputs) -> int:
     """fvcore handle for aten::rms_norm, in the convention of its LayerNorm handle (4 flops per element, 5 with
     an affine weight and bias) minus the mean subtraction: 3 per element, 4 with a weight."""
-    from fvcore.nn.jit_handles import get_shape  # heavy optional dependency (the [flops] extra)
+    with requires("flops"):
+        from fvcore.nn.jit_handles import get_shape  # heavy optional dependency (the [flops] extra)
 
     n = 1
     for s in get_shape(inputs[0]):
@@ -37,7 +40,8 @@ def count_flops(model_or_config, batch_size: int = 1) -> int:
 
     fvcore knows linear/conv/matmul/einsum/layer_norm but skips `aten::scaled_dot_product_attention` and
     `aten::rms_norm`; without the SDPA handle above, DiT-XL/2 would count 114.5 instead of 118.6 Gflops."""
-    from fvcore.nn import FlopCountAnalysis  # heavy optional dependency (the [flops] extra)
+    with requires("flops"):
+        from fvcore.nn import FlopCountAnalysis  # heavy optional dependency (the [flops] extra)
 
     model = model_or_config if isinstance(model_or_config, torch.nn.Module) else DiT(_config(model_or_config))
     c = model.config

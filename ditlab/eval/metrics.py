@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..extras import requires
 from ..io import atomic_write, float_to_uint8, uint8_to_float
 from .judge import check_images, check_labels
 
@@ -117,11 +118,8 @@ def inception_fid(samples, real, batch_size=64, device=None):
 
     samples, real: float [-1, 1] or uint8 images (N, C, H, W); torch-fidelity resizes them to 299 px.
     """
-    try:
+    with requires("fid"):
         import torch_fidelity  # heavy optional dependency (the [fid] extra)
-    except ImportError as e:
-        raise RuntimeError("inception_fid needs the optional package torch-fidelity: "
-                           "pip install 'ditlab[fid]'  (or: pip install torch-fidelity)") from e
     a, b = _to_uint8_rgb(samples, "samples"), _to_uint8_rgb(real, "real")
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least 2 images in each set (thousands for a meaningful value)")

@@ -15,6 +15,7 @@ import torch
 
 from ..checkpoint import load_model, load_state_dict_checked
 from ..data.imagenet import imagenet_names
+from ..extras import requires
 from ..io import hub_reachable
 from ..model import DiT, DiTConfig
 from .pretrained import load_sd_vae
@@ -97,7 +98,8 @@ def to_diffusers(model: DiT, exact: bool = True):
     exact=True (default) applies `make_exact`, so outputs match the ditlab model to float rounding;
     exact=False gives the stock diffusers behaviour (~3 % off, see the module docstring).
     A model without a null class gets a zero null row (diffusers always has one)."""
-    from diffusers import DiTTransformer2DModel  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from diffusers import DiTTransformer2DModel  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(model, DiT):
         raise TypeError(f"model must be a ditlab DiT, got {type(model).__name__}")
@@ -191,7 +193,8 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
     KarrasDiffusionSchedulers instance (default `scheduler_from_name("ddim")`); id2label: class names
     (default: the ImageNet names). DiTPipeline always decodes with a VAE and uses label 1000 as the null
     class, so the model must be a 1000-class latent model; use `sample_with_scheduler` otherwise."""
-    from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
 
     if not isinstance(model, DiT):
         model = load_model(model)
@@ -229,7 +232,8 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
 def load_pipeline(path, exact: bool = True, **kwargs):
     """`DiTPipeline.from_pretrained(path, **kwargs)`, then `make_exact` on its transformer (unless exact=False).
     Offline, only local folders and the local Hugging Face cache are tried (no slow retries)."""
-    from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
+    with requires("hf"):
+        from diffusers import DiTPipeline  # heavy optional dependency (the [hf] extra)
 
     reason = None if Path(path).expanduser().is_dir() else hub_reachable()
     try:
@@ -251,11 +255,12 @@ def scheduler_from_name(name: str, **overrides):
     it reproduces ditlab's samplers: "ddim" = `create_diffusion("ddimN")` (timestep_spacing="leading",
     steps_offset=0, set_alpha_to_one=True), "ddpm" = `create_diffusion("N")` with learned Σ
     (timestep_spacing="linspace", variance_type="learned_range"); "dpm-solver" = DPM-Solver++(2M)."""
-    from diffusers import (  # heavy optional dependency (the [hf] extra)
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-    )
+    with requires("hf"):
+        from diffusers import (  # heavy optional dependency (the [hf] extra)
+            DDIMScheduler,
+            DDPMScheduler,
+            DPMSolverMultistepScheduler,
+        )
 
     if name == "ddim":
         cls, kw = DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=True, steps_offset=0,

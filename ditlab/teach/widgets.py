@@ -5,8 +5,9 @@ plain functions to sliders and buttons.
 (JupyterLab 4); figures are rendered to PNG into an `Image` widget shown at the PNG's own size (never stretched,
 and at most `MAX_WIDTH` px wide, so a row fits a laptop's notebook with the file browser open), errors show as a
 red line in an `HTML` widget instead of a traceback, and slow work runs on a button click with a tqdm progress bar.
-Each returns a VBox whose `box.controls` dict holds its widgets, so tests drive them headless; `demo_app` puts all
-three in tabs for `ditlab playground`.
+Each returns a `Panel` (a VBox) whose `controls` dict holds its widgets, so tests drive them headless; displayed, a
+Panel also shows a static PNG of its figures beneath the widget, for readers without a kernel (GitHub, nbviewer).
+`demo_app` puts all three in tabs for `ditlab playground`.
 """
 import html
 import io
@@ -15,7 +16,9 @@ import time
 
 import ipywidgets as W
 import torch
+from IPython.display import Image, display
 from matplotlib.figure import Figure
+from PIL import Image as PILImage
 
 from ..model import PAPER_SIZES
 from ..eval import gflops_text
@@ -86,6 +89,48 @@ def _captured(output: W.Output, fn):
     raise error
 
 
+class Panel(W.VBox):
+    """A builder's VBox: `controls` names its widgets. Displayed in a notebook, it shows the live widget and
+    beneath it a static PNG of its figures as they are now (its default state), which is all that GitHub and
+    nbviewer can draw; the first interaction clears that preview."""
+
+    def __init__(self, children, controls: dict):
+        super().__init__(children)
+        self.controls = controls
+
+    def preview(self) -> bytes | None:
+        """The panel's figures (its non-empty Image widgets) side by side as one PNG, or None."""
+        figs = [PILImage.open(io.BytesIO(w.value)).convert("RGB") for w in self.controls.values()
+                if isinstance(w, W.Image) and w.value]
+        if not figs:
+            return None
+        out = PILImage.new("RGB", (sum(f.width for f in figs), max(f.height for f in figs)), "white")
+        for i, f in enumerate(figs):
+            out.paste(f, (sum(g.width for g in figs[:i]), 0))
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    def _ipython_display_(self, **kwargs):
+        display({"text/plain": "(an interactive widget: run the notebook to use it; a static preview follows)",
+                 "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                              "model_id": self.model_id}}, raw=True)
+        getattr(self, "_handle_displayed", lambda **kw: None)(**kwargs)  # ipywidgets 7 (Colab)
+        png = self.preview()
+        handle = display(Image(png), display_id=True) if png else None
+        if handle is None:
+            return
+
+        def clear(*_):
+            handle.update({"text/plain": ""}, raw=True)
+
+        for w in self.controls.values():
+            if isinstance(w, W.Button):
+                w.on_click(clear)
+            elif isinstance(w, W.ValueWidget) and not isinstance(w, (W.Image, W.HTML)):
+                w.observe(clear, names="value")
+
+
 def _busy(button, status, progress, work) -> None:
     """Run `work()` (slow, returns a status line) with the button disabled and the progress area cleared;
     an exception becomes a red status line instead of a traceback."""
@@ -102,7 +147,7 @@ def _busy(button, status, progress, work) -> None:
 
 def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, image=None):
     """Choose S/B/L/XL, patch 2/4/8 and the image size -> params, tokens, Gflops (closed form, instant) over the
-    paper's points, and the token grid on an image. Returns a VBox; `box.controls` holds its widgets."""
+    paper's points, and the token grid on an image. Returns a `Panel`."""
     size_w = W.Dropdown(options=list(PAPER_SIZES), value=size, description="size")
     image_w = W.Dropdown(options=[128, 256, 512], value=image_size, description="image px")
     patch_w = _toggles([2, 4, 8], patch, "patch p")
@@ -127,9 +172,8 @@ def scaling_explorer(size: str = "XL", patch: int = 2, image_size: int = 256, im
         w.observe(update, names="value")
     update()
     controls = W.VBox([W.HBox([size_w, image_w]), patch_w, info], layout=W.Layout(width="620px"))
-    box = W.VBox([_row(controls, grid), plot])
-    box.controls = dict(size=size_w, patch=patch_w, image_size=image_w, info=info, plot=plot, grid=grid)
-    return box
+    return Panel([_row(controls, grid), plot],
+                 dict(size=size_w, patch=patch_w, image_size=image_w, info=info, plot=plot, grid=grid))
 
 
 def _class_options(model) -> list:
@@ -156,8 +200,7 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     """Model, class, CFG scale, steps, sampler, seed -> a sample grid, on a click of "Sample" (`auto`: once now).
     The grid has `explore.grid_columns` columns, like `explore.sample_grid`'s, and fits `MAX_WIDTH`.
     `model`: a name from `explore.model_names()` or a DiT. The sampler control offers what fits the model: DDIM and
-    DDPM, or for a flow-matching checkpoint the ODE and SDE samplers. Returns a VBox; `box.controls` holds its
-    widgets."""
+    DDPM, or for a flow-matching checkpoint the ODE and SDE samplers. Returns a `Panel`."""
     model = _default_model() if model is None else model
     model_w = W.Dropdown(options=_model_options(model), value=model, description="model")
     m = explore.get_model(model, fallback_steps=fallback_steps)
@@ -201,19 +244,17 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
     button.on_click(run)
     if auto:
         run()
-    box = W.VBox([_row(model_w, label_w), _row(cfg_w, steps_w),
-                  _row(seed_w, n_w), _row(sampler_w, button, status), progress,
-                  image])
-    box.controls = dict(model=model_w, label=label_w, cfg_scale=cfg_w, steps=steps_w, sampler=sampler_w,
-                        seed=seed_w, n=n_w, button=button, status=status, progress=progress, image=image)
-    return box
+    return Panel([_row(model_w, label_w), _row(cfg_w, steps_w), _row(seed_w, n_w), _row(sampler_w, button, status),
+                  progress, image],
+                 dict(model=model_w, label=label_w, cfg_scale=cfg_w, steps=steps_w, sampler=sampler_w, seed=seed_w,
+                      n=n_w, button=button, status=status, progress=progress, image=image))
 
 
 def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0, seed: int = 0,
              fallback_steps: int | None = None, auto: bool = True):
     """A denoising scrubber: "Sample" records one trajectory, the step slider (1 to K, the caption beside it says
     the same step) shows x_t and the predicted x̂_0 at each step, at a whole multiple of their pixels (frames are
-    cached, so scrubbing is instant). Returns a VBox; `box.controls` holds its widgets."""
+    cached, so scrubbing is instant). Returns a `Panel`."""
     model = _default_model() if model is None else model
     m = explore.get_model(model, fallback_steps=fallback_steps)
     label_w = W.Dropdown(options=_class_options(m), value=int(explore._labels(m, label, 1)[0]), description="class")
@@ -259,16 +300,15 @@ def scrubber(model=None, label=0, steps: int = 25, sampler: str | None = None, c
     button.on_click(run)
     if auto:
         run()
-    box = W.VBox([_row(label_w, seed_w), _row(cfg_w, sampler_w),
-                  _row(button, status), progress, _row(step_w, caption), image])
-    box.controls = dict(label=label_w, seed=seed_w, sampler=sampler_w, cfg_scale=cfg_w, step=step_w, caption=caption,
-                        button=button, status=status, progress=progress, image=image, state=state)
-    return box
+    return Panel([_row(label_w, seed_w), _row(cfg_w, sampler_w), _row(button, status), progress, _row(step_w, caption),
+                  image],
+                 dict(label=label_w, seed=seed_w, sampler=sampler_w, cfg_scale=cfg_w, step=step_w, caption=caption,
+                      button=button, status=status, progress=progress, image=image, state=state))
 
 
 def demo_app(model=None, n: int = 20, steps: int = 25, fallback_steps: int | None = None):
     """The instructor's app (`ditlab playground`): the playground, the denoising scrubber and the scaling explorer
-    in three tabs. Returns a Tab; `app.controls` holds the three boxes."""
+    in three tabs. Returns a Tab; `app.controls` holds the three panels."""
     boxes = dict(playground=playground(model, n=n, steps=steps, fallback_steps=fallback_steps),
                  scrubber=scrubber(model, steps=steps, fallback_steps=fallback_steps),
                  explorer=scaling_explorer())

@@ -1,0 +1,131 @@
+"""Outside the repository: the wheel (what `pip install git+...` builds too) carries data/ (the shipped
+checkpoints, their model card, the study results) and works from any folder; the notebooks' Colab install cell
+leaves Colab's torch and Jupyter packages alone. Offline: the wheel is built without build isolation, pip never
+looks at an index."""
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import ROOT, load_script
+
+# what a build reads is pyproject.toml, setup.py, README.md, ditlab/ and data/: leave the rest behind
+SKIP = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "_data", "runs", "notebooks",
+                              "tests", "benchmarks")
+
+
+def pip(*args, **kwargs):
+    done = subprocess.run([sys.executable, "-m", "pip", *map(str, args)], capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, f"pip {' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    src = tmp_path_factory.mktemp("source") / "ditlab"
+    shutil.copytree(ROOT, src, ignore=SKIP)
+    out = tmp_path_factory.mktemp("wheelhouse")
+    pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src)
+    (whl,) = out.glob("ditlab-*.whl")
+    return whl
+
+
+def _data_files() -> dict[str, bytes]:
+    """data/ as git has it (every file when there is no git)."""
+    git = subprocess.run(["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True)
+    names = git.stdout.split() if git.returncode == 0 and git.stdout else \
+        [str(p.relative_to(ROOT)) for p in (ROOT / "data").rglob("*") if p.is_file()]
+    return {n.removeprefix("data/"): (ROOT / n).read_bytes() for n in names}
+
+
+def test_wheel_packs_every_file_of_data_into_the_package(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        packed = {n.removeprefix("ditlab/_data/"): z.read(n) for n in z.namelist() if n.startswith("ditlab/_data/")}
+        inside = set(z.namelist())
+    files = _data_files()
+    assert set(files) <= set(packed), f"not in the wheel: {sorted(set(files) - set(packed))}"
+    assert all(packed[n] == b for n, b in files.items())
+    assert {"checkpoints/README.md", "scaling.csv", "scaling.png"} <= set(packed)
+    assert {"ditlab/eval/paper_table4.csv", "ditlab/data/imagenet_classes.json"} <= inside
+
+
+CHECK = """
+import json
+import ditlab
+from ditlab.eval import paper_table
+from ditlab.io import shipped_path
+from ditlab.studies.scaling import read_csv
+out = dict(file=ditlab.__file__, names=ditlab.list_pretrained(), table4=len(paper_table()),
+           card=(shipped_path("checkpoints") / "README.md").read_text()[:34],
+           scaling=[r["model"] for r in read_csv(shipped_path("scaling.csv"))])
+for name in out["names"]:
+    model = ditlab.load_pretrained(name)
+    out[name] = [model.config.patch_size, model.card["name"], model.classes[7]]
+print(json.dumps(out))
+"""
+
+
+def test_installed_wheel_loads_every_checkpoint_and_the_scaling_csv_from_outside_the_repo(wheel, tmp_path):
+    from ditlab.eval import paper_table
+    from ditlab.studies.scaling import read_csv
+
+    site = tmp_path / "site"
+    pip("install", "--quiet", "--no-deps", "--no-index", "--target", site, wheel)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DITLAB_CHECKPOINTS", "PYTHON"))}
+    done = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env={**env, "PYTHONPATH": str(site)},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["file"].startswith(str(site)), f"imported {out['file']}, not the installed wheel"
+    shipped = sorted(p.stem for p in (ROOT / "data" / "checkpoints").glob("*.safetensors"))
+    assert out["names"] == shipped and len(shipped) >= 4
+    for name in shipped:
+        card = json.loads((ROOT / "data" / "checkpoints" / f"{name}.json").read_text())
+        assert out[name] == [card["config"]["patch_size"], name, "7"]
+    assert out["card"] == "# Shipped checkpoints (model card)"
+    assert out["scaling"] == [r["model"] for r in read_csv(ROOT / "data" / "scaling.csv")]
+    assert out["table4"] == len(paper_table())
+
+
+# Versions at or below those of Google Colab's runtime (2024-25): the cell must not need newer ones.
+COLAB = {"torch": "2.1.0", "jupyter_server": "1.16.0", "notebook": "6.5.5", "tornado": "6.3.2",
+         "ipykernel": "5.5.6", "ipywidgets": "7.7.1"}
+
+
+def test_colab_install_cell_leaves_torch_and_jupyter_alone(wheel, tmp_path):
+    """The cell's pip command, resolved (`--dry-run --report`) where Colab's packages are installed at the
+    versions above (metadata-only stand-ins shadowing this environment's) and everything else ditlab[hf,flops,flow]
+    needs is present: it must install ditlab and nothing else (no index: it could not fetch a thing)."""
+    regenerate = load_script(ROOT / "notebooks" / "regenerate.py")
+    line = regenerate.install_cell_source().splitlines()[-1].strip()
+    args = shlex.split(line)
+    assert args[:2] == ["%pip", "install"] and any(f"git+{regenerate.REPO_URL}" in a for a in args)
+    args = [a.replace(f"git+{regenerate.REPO_URL}", wheel.as_uri()) for a in args[2:]]
+    colab = tmp_path / "colab"
+    for name, version in COLAB.items():
+        info = colab / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    pip("install", *args, "--dry-run", "--report", report, "--no-index", "--quiet",
+        env={**env, "PYTHONPATH": str(colab), "PIP_FIND_LINKS": ""})
+    installs = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+                for item in json.loads(report.read_text())["install"]}
+    assert set(installs) <= {"ditlab"}, f"the Colab cell would install or upgrade {installs}"
+
+
+def test_shipped_files_are_read_through_shipped_path():
+    """A path built from the package's own location (`Path(ditlab.__file__).parents[1] / "data"`) finds data/ in
+    a clone only: code and notebooks ask `ditlab.io.shipped_path`, which also looks inside an installed wheel."""
+    pattern = re.compile(r"__file__\)(\.resolve\(\))?\.parents\[|\.parent\.parent|\.\./data/")
+    places = [p for p in (ROOT / "ditlab").rglob("*.py") if p.name != "io.py"] + \
+        sorted((ROOT / "notebooks").glob("*.ipynb"))
+    bad = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in places for m in [pattern.search(p.read_text())] if m]
+    assert not bad, f"use ditlab.io.shipped_path(...) instead: {bad}"
