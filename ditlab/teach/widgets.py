@@ -57,7 +57,7 @@ _TOGGLE = {"button_width": "auto"}  # toggle buttons as wide as their text (the 
 
 
 def _toggles(options, value, description: str) -> W.ToggleButtons:
-    # flex 0 0 auto: in a wrapping row the buttons stay on the description's line instead of shrinking under it
+    # flex 0 0 auto: a wrapping row moves the whole control to the next line rather than squeezing it
     return W.ToggleButtons(options=options, value=value, description=description, style=_TOGGLE,
                            layout=W.Layout(flex="0 0 auto"))
 
