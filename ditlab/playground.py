@@ -22,8 +22,8 @@ EXTRA = "app"
 def check_voila() -> None:
     """A clear error naming the extra when Voilà is not installed."""
     if importlib.util.find_spec("voila") is None:
-        raise ModuleNotFoundError(f"ditlab playground needs Voilà, in the '{EXTRA}' extra: "
-                                  f"pip install -e \".[{EXTRA}]\" (in the repository) or pip install \"ditlab[{EXTRA}]\"")
+        raise ModuleNotFoundError(f"ditlab playground needs Voilà, in the '{EXTRA}' extra: pip install -e "
+                                  f"\".[{EXTRA}]\" (in the repository) or pip install \"ditlab[{EXTRA}]\"")
 
 
 def app_notebook(model: str | None = None, n: int = 20, steps: int = 25, fallback_steps: int | None = None) -> dict:
@@ -66,18 +66,24 @@ def _wait_for(host: str, port: int, proc: subprocess.Popen, timeout: float) -> N
 
 def start(model: str | None = None, port: int = 8866, host: str = "127.0.0.1", n: int = 20, steps: int = 25,
           fallback_steps: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start Voilà on the app notebook; returns (process, URL) once the server answers. `port` 0: a free one."""
+    """Start Voilà on the app notebook; returns (process, URL) once the server answers. `port` 0: a free one; a
+    port in use is an error (Voilà would otherwise move to another port than the printed URL's)."""
     check_voila()
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
+    if port:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                raise OSError(f"port {port} on {host} is in use (another ditlab playground?): pass --port 0 for a "
+                              "free one")
     folder = Path(tempfile.mkdtemp(prefix="ditlab-playground-"))
     (folder / "playground.ipynb").write_text(json.dumps(app_notebook(model, n, steps, fallback_steps)))
     port = port or free_port(host)
     url = f"http://{host}:{port}/"
     with open(folder / "voila.log", "w") as log:  # Voilà's own messages, for when something goes wrong
-        proc = subprocess.Popen([sys.executable, "-m", "voila", "playground.ipynb", f"--port={port}", "--no-browser",
-                                 f"--Voila.ip={host}", "--theme=light", "--show_tracebacks=True"], cwd=folder,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, "-m", "voila", "playground.ipynb", f"--port={port}", "--no-browser",
+               f"--Voila.ip={host}", "--Voila.port_retries=0", "--theme=light", "--show_tracebacks=True"]
+        proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log = folder / "voila.log"
     try:
         _wait_for(host, port, proc, timeout)

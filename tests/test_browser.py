@@ -245,7 +245,8 @@ def _toggle(scope, label: str, option: str):
 
 
 def _set_slider(scope, label: str, value) -> None:
-    readout = scope.locator(".widget-slider", has=scope.page.locator("label", has_text=label)).locator(".widget-readout")
+    slider = scope.locator(".widget-slider", has=scope.page.locator("label", has_text=label))
+    readout = slider.locator(".widget-readout")
     readout.click()
     readout.press("Control+a")
     readout.type(str(value))

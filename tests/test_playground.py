@@ -35,3 +35,15 @@ def test_bad_port():
         pytest.skip("voila is not installed (the 'app' extra)")
     with pytest.raises(ValueError, match="port must be an int"):
         playground.start(port=70000)
+
+
+def test_a_port_in_use_is_an_error_not_another_port():
+    import socket
+
+    if importlib.util.find_spec("voila") is None:
+        pytest.skip("voila is not installed (the 'app' extra)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(OSError, match="is in use"):
+            playground.start(port=s.getsockname()[1])

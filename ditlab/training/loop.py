@@ -152,7 +152,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
             step += 1
             n_seen += cfg.batch_size
             if step % cfg.log_every == 0 or step == cfg.steps or device.type == "cpu":
-                stats = torch.stack([loss.detach(), losses["mse"].float().mean().detach(), losses["vb"].float().mean().detach()])
+                stats = torch.stack([loss.detach(), losses["mse"].float().mean().detach(),
+                                     losses["vb"].float().mean().detach()])
                 if world > 1:
                     dist.all_reduce(stats)
                     stats /= world
@@ -176,7 +177,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
             if step % cfg.ckpt_every == 0 or step == cfg.steps or stop.requested:  # before the sample grid
                 if rank == 0:
                     try:  # the checkpoint first, then its EMA (load_model checks they hold the same step)
-                        save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes, fingerprint)
+                        save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes,
+                                   fingerprint)
                         saved = step
                         save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step,
                                    objective=ema.model.objective)
