@@ -15,6 +15,7 @@ from ditlab.checkpoint import save_model  # noqa: E402
 from ditlab.eval import estimate_flops, gflops_text, paper_table  # noqa: E402
 from ditlab.model import DiT, DiTConfig, get_config  # noqa: E402
 from ditlab.teach import explore, widgets  # noqa: E402
+from ditlab.zoo import CHECKPOINT_DIR  # noqa: E402
 
 PNG = b"\x89PNG"
 CLASSES = [f"c{i}" for i in range(10)]
@@ -239,6 +240,27 @@ def test_playground_switches_between_named_models(shipped):
     assert c["label"].value == widgets.EVERY and len(c["label"].options) == 11 and c["label"].options[5][0] == "4: c4"
     c["button"].click()
     assert "3 images" in c["status"].value and c["image"].value[:4] == PNG
+
+
+def test_playground_offers_the_flow_samplers_for_the_shipped_flow_checkpoint(monkeypatch):
+    """The shipped DDPM and flow-matching checkpoints side by side: choosing the flow one swaps the sampler
+    control to the ODE/SDE samplers (Euler first) and samples with them; back to DDPM gives DDIM/DDPM again."""
+    monkeypatch.setenv("DITLAB_CHECKPOINTS", str(CHECKPOINT_DIR))  # the real shipped ones
+    box = widgets.playground("digits-p8", n=2, steps=2, auto=False)
+    c = box.controls
+    assert list(c["sampler"].options) == ["ddim", "ddpm"]
+    c["model"].value = "digits-flow-p2"
+    assert list(c["sampler"].options) == ["euler", "heun", "dopri5", "sde-euler", "sde-heun"]
+    assert c["sampler"].value == "euler"
+    c["button"].click()
+    assert "2 images, 2 euler steps" in c["status"].value and c["image"].value[:4] == PNG
+    c["sampler"].value = "sde-euler"
+    c["button"].click()
+    assert "sde-euler" in c["status"].value
+    c["model"].value = "digits-p8"
+    assert list(c["sampler"].options) == ["ddim", "ddpm"] and c["sampler"].value == "ddim"
+    scrub = widgets.scrubber("digits-flow-p2", steps=3)
+    assert list(scrub.controls["sampler"].options) == ["euler", "heun"]
 
 
 def test_scrubber_moves_through_the_trajectory():
