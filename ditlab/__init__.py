@@ -9,7 +9,8 @@ The library is a stack of layers; each imports only from the layers below it (te
     training                  the training loop
     hub, studies, zoo         diffusers and released weights; the scaling study; the shipped checkpoints
     teach                     the notebooks' figures and widgets
-    demo, cli                 `ditlab demo` and the command line
+    demo, playground          `ditlab demo`; `ditlab playground` (the widgets as a Voilà web app)
+    cli                       the command line
 
 `import ditlab` is instant: the names below load their module on first use.
 """

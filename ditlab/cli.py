@@ -5,6 +5,7 @@
   ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
   ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
   ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
+  ditlab playground                the sampling playground and scaling explorer as a web app (Voilà, the `app` extra)
   ditlab objectives                after DiT: DDPM vs rectified flow vs logit-normal t vs the modern block, vs NFE
 """
 import argparse
@@ -14,6 +15,7 @@ from dataclasses import MISSING, fields
 
 from .checkpoint import load_model
 from .demo import run_demo
+from .playground import serve
 from .eval import flops_table, format_table
 from .io import check_output_file, resolve_device, save_tensors
 from .sampling import SAMPLERS, check_sample_args, sample
@@ -190,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--smoke", action="store_true", help="a tiny run that checks the pipeline in seconds")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir (else refused)")
     d.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser("playground", help="the sampling playground and scaling explorer as a web app (Voilà, "
+                                          "pip install -e \".[app]\")")
+    g.add_argument("--model", default=None, help="the checkpoint the playground starts with (default digits-p4)")
+    g.add_argument("--port", type=int, default=8866, help="port on --host (0: any free port)")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    g.add_argument("--n", type=int, default=20, help="images per grid")
+    g.add_argument("--steps", type=int, default=25, help="sampling steps")
+    g.set_defaults(func=cmd_playground)
     return p
 
 
@@ -210,6 +221,13 @@ def _is_number(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def cmd_playground(args) -> None:
+    try:
+        serve(model=args.model, port=args.port, host=args.host, n=args.n, steps=args.steps)
+    except ModuleNotFoundError as e:  # the `app` extra is missing
+        sys.exit(f"ditlab playground: error: {e}")
 
 
 def main(argv=None) -> None:

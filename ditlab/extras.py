@@ -5,7 +5,8 @@
     flops   fvcore                                      Gflops counted over a traced forward pass
     fid     torch-fidelity                              Inception FID
     flow    torchdiffeq                                 the adaptive ODE solver (dopri5) of the flow samplers
-    all     every extra above;  test: what the test suite needs
+    app     voila                                       `ditlab playground`: the widgets as a web app
+    all     every extra above;  test: what the test suite needs;  browser: the browser test (playwright, lab, app)
 
 Wrap the import of one in `with requires("hf"):` so that a missing package fails with the extra to install,
 not a bare ModuleNotFoundError.

@@ -16,7 +16,7 @@ LAYERS = [
     ("training",),
     ("hub", "studies", "zoo"),
     ("teach",),
-    ("demo",),
+    ("demo", "playground"),
     ("cli",),
     ("__main__",),
 ]

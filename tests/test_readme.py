@@ -3,7 +3,7 @@
 The rules, applied to each command in README order:
 - skipped: set-up and the test suite (`pip install`, `python3 -m venv`, `pytest`: .ci/run runs those),
   `notebooks/regenerate.py` (full notebook runs, minutes; tests/test_notebooks.py covers them), `torchrun`
-  (several processes, usually GPUs), commands naming `cuda` on a machine without one, a Hugging Face dataset
+  (several processes, usually GPUs), `ditlab playground` (a server until Ctrl-C: tests/test_browser.py opens it), commands naming `cuda` on a machine without one, a Hugging Face dataset
   name as `--data` (needs the internet), and inputs that are not here (`--data`, `--ckpt`, `--vae` paths, e.g. the
   released `DiT-XL-2-256x256.pt`); a `../shared/...` input that is absent is skipped with that reason (a fresh
   clone has no ../shared);
@@ -52,6 +52,8 @@ def plan(command: str, workdir: Path) -> tuple[list[list[str]] | None, str]:
         return None, "regenerating notebooks runs them in full (minutes); tests/test_notebooks.py runs them in smoke mode"
     if tokens[0] == "torchrun":
         return None, "torchrun: several processes, usually GPUs"
+    if "playground" in tokens:
+        return None, "ditlab playground serves until Ctrl-C: tests/test_browser.py opens it in a browser"
     if "cuda" in command and not torch.cuda.is_available():
         return None, "needs CUDA"
     parts, runs = [[]], []

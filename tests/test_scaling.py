@@ -30,9 +30,11 @@ def test_smoke_study_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
     assert rows[0]["tokens"] == 16 and rows[1]["tokens"] == 4 and rows[0]["gflops"] > rows[1]["gflops"]
     assert all(r["fd"] >= 0 and 0 <= r["accuracy"] <= 1 and r["steps"] == 3 for r in rows)
     assert (tmp_path / "s" / "scaling.png").stat().st_size > 10_000
-    assert "spearman_gflops_fd" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "spearman_gflops_fd" in printed
+    assert "[1/2] DiT-Nano/4: 3 of 3 steps to train, about " in printed  # the time estimate before each model
     # a second call reuses the finished runs (resumed at their last step): same models, same judgement
-    ckpt = tmp_path / "s" / "DiT-Nano_4" / "checkpoint.safetensors"
+    ckpt = tmp_path / "s" / "3-steps" / "DiT-Nano_4" / "checkpoint.safetensors"
     mtime = ckpt.stat().st_mtime_ns
     main(["scaling", "--smoke", "--sizes", "Nano", "--patches", "4,8", "--batch-size", "8",
           "--out-dir", str(tmp_path / "s")])
@@ -47,3 +49,26 @@ def test_bad_patch_size(tmp_path):
 
     with pytest.raises(ValueError, match="not divisible by patch size 3"):
         run_scaling(patches=(3,), image_size=16, out_dir=str(tmp_path))
+
+
+def test_fewer_steps_after_a_longer_run_is_a_new_study(tmp_path, monkeypatch):
+    """Lowering the steps after a (finished or interrupted) longer study trains in a folder of its own instead of
+    refusing; the longer run is kept for later."""
+    from ditlab.studies.scaling import run_scaling, study_dir
+
+    monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "cache"))
+    kw = dict(sizes=("Nano",), patches=(8,), batch_size=8, samples_per_class=1, sample_steps=2,
+              out_dir=str(tmp_path / "s"), judge_kwargs={"smoke": True}, progress=False)
+    run_scaling(steps=4, **kw)
+    rows = run_scaling(steps=2, **kw)
+    assert rows[0]["steps"] == 2
+    assert (study_dir(tmp_path / "s", 4) / "DiT-Nano_8" / "checkpoint.safetensors").exists()
+    assert read_csv(tmp_path / "s" / "scaling.csv")[0]["steps"] == 2
+
+
+def test_step_seconds_is_a_positive_time():
+    from ditlab.data import load_dataset
+    from ditlab.studies.scaling import step_seconds
+
+    digits = load_dataset("digits", split="train", image_size=16)
+    assert 0 < step_seconds("DiT-Nano/8", digits, batch_size=8) < 10

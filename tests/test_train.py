@@ -43,6 +43,29 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, digit
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
+def test_ctrl_c_finishes_the_step_saves_it_and_resume_ends_identical(tmp_path, digits):
+    """Ctrl-C (SIGINT) during training: the step ends, its checkpoint is written, KeyboardInterrupt says where;
+    resuming gives the weights of an uninterrupted run. The previous SIGINT handler is back afterwards."""
+    import os
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c(event, info):
+        if event == "log" and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    full = train(**TINY, steps=5, ckpt_every=5, out_dir=str(tmp_path / "full"), dataset=digits)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after step 2"):
+        train(**TINY, steps=5, ckpt_every=5, out_dir=str(tmp_path / "part"), dataset=digits, callback=ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is handler
+    with safe_open(str(tmp_path / "part" / "checkpoint.safetensors"), framework="pt") as f:
+        assert int(f.metadata()["step"]) == 2
+    resumed = train(**TINY, steps=5, ckpt_every=5, out_dir=str(tmp_path / "part"), resume=True, dataset=digits)
+    for a, b in zip(full["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(a, b)
+
+
 def test_ema_weights_load_as_a_model_with_class_names(tmp_path, digits):
     r = train(**TINY, steps=2, ckpt_every=2, out_dir=str(tmp_path / "run"), dataset=digits)
     model = load_model(tmp_path / "run")

@@ -1,5 +1,5 @@
-"""ditlab.teach.viz and ditlab.teach.viz_training: every plot returns a Figure (no pyplot state) whose axes hold the data
-asked for."""
+"""ditlab.teach.viz and its topic modules (viz_embeddings, viz_diagrams, viz_compute, viz_training): every plot
+returns a Figure (no pyplot state) whose axes hold the data asked for."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from ditlab.diffusion import create_diffusion  # noqa: E402
 from ditlab.eval import FLOPS_PARTS, estimate_flops, flops_breakdown, paper_table  # noqa: E402
 from ditlab.model import get_config, patchify, sincos_2d  # noqa: E402
-from ditlab.teach import viz, viz_training  # noqa: E402
+from ditlab.teach import viz, viz_compute, viz_diagrams, viz_embeddings, viz_training  # noqa: E402
 
 
 def _images(ax):
@@ -73,21 +73,21 @@ def test_patch_tokens_shows_patchify_matrix():
 
 def test_embedding_heatmap():
     table = torch.randn(11, 8)
-    fig = viz.embedding_heatmap(table, row_labels=[*range(10), "∅"], title="labels")
+    fig = viz_embeddings.embedding_heatmap(table, row_labels=[*range(10), "∅"], title="labels")
     ax = fig.axes[0]
     assert len(fig.axes) == 2  # heatmap + colorbar
     np.testing.assert_allclose(_images(ax)[0], table.numpy(), atol=1e-6)
     assert ax.get_yticklabels()[-1].get_text() == "∅" and ax.get_title() == "labels"
     with pytest.raises(ValueError, match="table"):
-        viz.embedding_heatmap(torch.zeros(2, 3, 4))
+        viz_embeddings.embedding_heatmap(torch.zeros(2, 3, 4))
 
 
 def test_similarity_heatmaps_values():
     grid = (4, 6)
     pos = sincos_2d(32, grid)
-    fig = viz.similarity_heatmaps(pos[None], grid, [0, (2, 3)])
+    fig = viz_embeddings.similarity_heatmaps(pos[None], grid, [0, (2, 3)])
     assert len(fig.axes) == 3  # two maps + colorbar
-    sim = viz.cosine_similarity_matrix(pos)
+    sim = viz_embeddings.cosine_similarity_matrix(pos)
     np.testing.assert_allclose(np.diag(sim), 1, atol=1e-6)
     for ax, i in zip(fig.axes[:2], (0, 2 * 6 + 3)):
         (img,) = _images(ax)
@@ -95,13 +95,13 @@ def test_similarity_heatmaps_values():
         np.testing.assert_allclose(img, sim[i].reshape(grid), atol=1e-6)
         assert np.unravel_index(np.argmax(img), grid) == divmod(i, 6)  # most similar to itself
     with pytest.raises(ValueError, match="tokens"):
-        viz.similarity_heatmaps(pos, grid, [24])
+        viz_embeddings.similarity_heatmaps(pos, grid, [24])
     with pytest.raises(ValueError, match="pos_embed"):
-        viz.similarity_heatmaps(pos, 4, [0])
+        viz_embeddings.similarity_heatmaps(pos, 4, [0])
 
 
 def test_gflops_vs_patch_lines_match_estimate_and_paper():
-    fig = viz.gflops_vs_patch(sizes=("S", "XL"), patch_sizes=(8, 2, 4))
+    fig = viz_compute.gflops_vs_patch(sizes=("S", "XL"), patch_sizes=(8, 2, 4))
     lines = fig.axes[0].get_lines()
     model_lines = [ln for ln in lines if ln.get_label().startswith("DiT-")]
     assert [ln.get_label() for ln in model_lines] == ["DiT-S", "DiT-XL"]
@@ -113,16 +113,16 @@ def test_gflops_vs_patch_lines_match_estimate_and_paper():
     reported = {r["model"]: r["gflops"] for r in paper_table("adaLN-Zero", 256)}
     assert len(paper) == 2
     np.testing.assert_allclose(paper[1].get_ydata(), [reported[f"DiT-XL/{p}"] for p in (2, 4, 8)])
-    assert len(viz.gflops_vs_patch(paper=False, input_size=16).axes[0].get_lines()) == 4
+    assert len(viz_compute.gflops_vs_patch(paper=False, input_size=16).axes[0].get_lines()) == 4
 
 
 def test_block_comparison_reproduces_table4():
-    rows = viz.block_rows()
+    rows = viz_compute.block_rows()
     assert sorted(r["block"] for r in rows) == sorted(["adaLN-Zero", "adaLN", "cross-attention", "in-context"])
     for r in rows:
         assert r["gflops"] == pytest.approx(r["paper_gflops"], rel=5e-3)
         assert r["params_m"] == pytest.approx(r["paper_params_m"], rel=1e-2)
-    fig = viz.block_comparison_plot(rows)
+    fig = viz_compute.block_comparison_plot(rows)
     assert len(fig.axes) == 3
     gflops_bars = fig.axes[0].patches
     assert len(gflops_bars) == 2 * len(rows)
@@ -131,15 +131,26 @@ def test_block_comparison_reproduces_table4():
     assert min(fid, key=fid.get) == "adaLN-Zero"  # paper Fig. 5 / Table 4: best FID
     assert [b.get_height() for b in fig.axes[2].patches] == [r["fid"] for r in rows]
     with pytest.raises(ValueError, match="rows"):
-        viz.block_comparison_plot([])
+        viz_compute.block_comparison_plot([])
 
 
 def _texts(ax):
     return [t.get_text() for t in ax.texts]
 
 
+def test_dit_overview_is_drawn_to_fit_a_notebook():
+    """Notebook 00's diagram of the whole network: a figure (an ASCII drawing wrapped in a normal window) at most
+    940 px wide at 100 dpi, with the token count computed from the patch size."""
+    fig = viz_diagrams.dit_overview(patch=4)
+    assert fig.get_size_inches()[0] * 100 <= 940
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "T = 64 tokens" in texts and "4×4 patches" in texts and "scale, shift, gate" in texts
+    with pytest.raises(ValueError, match="patch"):
+        viz_diagrams.dit_overview(patch=5)
+
+
 def test_block_diagrams_draw_fig3():
-    fig = viz.block_diagrams()
+    fig = viz_diagrams.block_diagrams()
     assert len(fig.axes) == 4
     by_block = {ax.get_title().split("\n")[0].removeprefix("DiT block with "): ax for ax in fig.axes}
     assert list(by_block) == ["adaLN-Zero", "adaLN", "cross-attention", "in-context"]
@@ -156,13 +167,13 @@ def test_block_diagrams_draw_fig3():
     paper = {r["block"]: r for r in paper_table(image_size=256) if r["model"] == "DiT-XL/2"}
     assert f"FID {paper['in-context']['fid50k_400k']:.1f}" in by_block["in-context"].get_title()
     assert by_block["adaLN-Zero"].title.get_fontweight() == "bold"
-    assert len(viz.block_diagrams("adaLN", highlight=None).axes) == 1
+    assert len(viz_diagrams.block_diagrams("adaLN", highlight=None).axes) == 1
     with pytest.raises(ValueError, match="blocks"):
-        viz.block_diagrams(["adaLN-One"])
+        viz_diagrams.block_diagrams(["adaLN-One"])
 
 
 def test_flops_breakdown_plot_stacks_the_parts():
-    fig = viz.flops_breakdown_plot(("S", "XL"), (8, 4, 2))
+    fig = viz_compute.flops_breakdown_plot(("S", "XL"), (8, 4, 2))
     assert len(fig.axes) == 2
     for ax, size in zip(fig.axes, ("S", "XL")):
         bars = ax.patches
@@ -176,7 +187,7 @@ def test_flops_breakdown_plot_stacks_the_parts():
     labels = fig.axes[0].get_legend().get_texts()
     assert [t.get_text() for t in labels] == list(FLOPS_PARTS)[::-1]
     with pytest.raises(ValueError, match="patch_sizes"):
-        viz.flops_breakdown_plot(patch_sizes=(3,))
+        viz_compute.flops_breakdown_plot(patch_sizes=(3,))
 
 
 # ---------------------------------------------------------------- diffusion and training plots

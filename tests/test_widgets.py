@@ -12,9 +12,10 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ditlab.checkpoint import save_model  # noqa: E402
-from ditlab.eval import estimate_flops, paper_table  # noqa: E402
+from ditlab.eval import estimate_flops, gflops_text, paper_table  # noqa: E402
 from ditlab.model import DiT, DiTConfig, get_config  # noqa: E402
 from ditlab.teach import explore, widgets  # noqa: E402
+from ditlab.zoo import CHECKPOINT_DIR  # noqa: E402
 
 PNG = b"\x89PNG"
 CLASSES = [f"c{i}" for i in range(10)]
@@ -89,7 +90,7 @@ def test_scaling_figure_marks_the_chosen_config():
     assert [tuple(c.get_offsets()[0]) for c in left.collections if c.get_sizes()[0] > 100] == [(5.56, 68.38)]
     g = estimate_flops(get_config("DiT-B/4")) / 1e9
     assert any(list(line.get_xdata()) == [g, g] for line in left.get_lines())  # the vertical marker
-    assert "corr = -0.9" in " ".join(t.get_text() for t in left.get_legend().get_texts())
+    assert "corr = -0.9" in " ".join(t.get_text() for t in fig.legends[0].get_texts())
     assert "DiT-B/4" in " ".join(t.get_text() for t in right.texts)
     assert isinstance(explore.fid_vs_gflops("DiT-XL/2"), Figure)
 
@@ -205,7 +206,7 @@ def test_scaling_explorer_updates_and_shows_errors(monkeypatch):
     c["image_size"].value = 512
     assert "DiT-XL/4" in c["info"].value and "<b>256</b> tokens" in c["info"].value and "not in the paper" in c["info"].value
 
-    def boom(*a):
+    def boom(*a, **k):
         raise RuntimeError("plot failed")
 
     monkeypatch.setattr(explore, "scaling_figure", boom)
@@ -241,17 +242,144 @@ def test_playground_switches_between_named_models(shipped):
     assert "3 images" in c["status"].value and c["image"].value[:4] == PNG
 
 
+def test_playground_offers_the_flow_samplers_for_the_shipped_flow_checkpoint(monkeypatch):
+    """The shipped DDPM and flow-matching checkpoints side by side: choosing the flow one swaps the sampler
+    control to the ODE/SDE samplers (Euler first) and samples with them; back to DDPM gives DDIM/DDPM again."""
+    monkeypatch.setenv("DITLAB_CHECKPOINTS", str(CHECKPOINT_DIR))  # the real shipped ones
+    box = widgets.playground("digits-p8", n=2, steps=2, auto=False)
+    c = box.controls
+    assert list(c["sampler"].options) == ["ddim", "ddpm"]
+    c["model"].value = "digits-flow-p2"
+    assert list(c["sampler"].options) == ["euler", "heun", "dopri5", "sde-euler", "sde-heun"]
+    assert c["sampler"].value == "euler"
+    c["button"].click()
+    assert "2 images, 2 euler steps" in c["status"].value and c["image"].value[:4] == PNG
+    c["sampler"].value = "sde-euler"
+    c["button"].click()
+    assert "sde-euler" in c["status"].value
+    c["model"].value = "digits-p8"
+    assert list(c["sampler"].options) == ["ddim", "ddpm"] and c["sampler"].value == "ddim"
+    scrub = widgets.scrubber("digits-flow-p2", steps=3)
+    assert list(scrub.controls["sampler"].options) == ["euler", "heun"]
+
+
 def test_scrubber_moves_through_the_trajectory():
     box = widgets.scrubber(tiny(), label=3, steps=3, auto=True)
     c = box.controls
-    assert c["step"].max == 2 and not c["step"].disabled and c["image"].value[:4] == PNG
+    assert (c["step"].min, c["step"].max, c["step"].value) == (1, 3, 1) and not c["step"].disabled
+    assert c["image"].value[:4] == PNG
     first = c["image"].value
-    c["step"].value = 2
+    c["step"].value = 3
     assert c["image"].value != first and set(c["state"]["frames"]) == {0, 2}
-    c["step"].value = 0
+    c["step"].value = 1
     assert c["image"].value == first  # from the frame cache
     bad = widgets.scrubber(tiny(null_class=False), steps=2)
     assert "null class" in bad.controls["status"].value and bad.controls["step"].disabled
+
+
+def test_scrubber_caption_says_the_step_the_slider_shows():
+    box = widgets.scrubber(tiny(), label=3, steps=4, auto=True)
+    c = box.controls
+    traj = c["state"]["trajectory"]
+    for value in (1, 2, 4):
+        c["step"].value = value
+        assert f"step <b class='step'>{value}</b> of 4: t = {traj[value - 1]['t']:.3g}" in c["caption"].value
+    fig = explore.scrubber_figure(traj, 1)  # index 1 is the slider's step 2
+    assert fig._suptitle.get_text() == "step 2 of 4"
+
+
+def test_widget_images_are_shown_at_their_native_size_and_fit_the_notebook():
+    """Every PNG is displayed at its own pixel size (no stretching, no blur) and is at most MAX_WIDTH px wide, so a
+    row of controls and images fits a 1280 px notebook (the browser test measures the real page)."""
+    boxes = [widgets.scaling_explorer(s, p, px, image=torch.zeros(1, 32, 32)) for s, p, px in
+             (("XL", 2, 256), ("S", 8, 512))]
+    boxes += [widgets.playground(tiny(), n=40, steps=2), widgets.scrubber(tiny(), steps=2)]
+    shown = 0
+    for box in boxes:
+        for name, w in box.controls.items():
+            if name in ("plot", "grid", "image"):
+                width, height = widgets.png_size(w.value)
+                assert w.layout.width == f"{width}px" and w.layout.height == "auto", name  # native, never stretched
+                assert w.layout.align_self == "flex-start" and w.layout.max_width == "100%"
+                assert width <= widgets.MAX_WIDTH, (name, width)
+                shown += 1
+    assert shown == 6
+    explorer = boxes[0]
+    row = explorer.children[0]  # the controls beside the patch grid
+    assert int(row.children[0].layout.width[:-2]) + widgets.png_size(explorer.controls["grid"].value)[0] <= 1280
+
+
+def test_scrubber_figure_draws_each_image_pixel_as_a_whole_block():
+    import matplotlib.image
+
+    traj = explore.denoise_frames(tiny(), 3, steps=2, cfg_scale=1.0)
+    fig = explore.scrubber_figure(traj, 1, scale=5, title=False)
+    png = widgets._png(fig)
+    width, height = widgets.png_size(png)
+    assert (width, height) == (2 * 5 * 8 + 24 + 2 * 8, 5 * 8 + 28 + 8)
+    rgb = matplotlib.image.imread(io.BytesIO(png))[..., 0]  # gray: one channel says all
+    left = rgb[height - 8 - 40:height - 8, 8:8 + 40]  # x_t: 8×8 pixels drawn 5×5 each
+    blocks = left.reshape(8, 5, 8, 5)
+    assert np.allclose(blocks, blocks[:, :1, :, :1], atol=1 / 255)
+    want = ((traj[1]["x_t"][0, 0] + 1) / 2).clamp(0, 1).numpy()
+    np.testing.assert_allclose(blocks[:, 0, :, 0], want, atol=1.5 / 255)
+
+
+def test_playground_grid_has_the_columns_of_the_plain_call(monkeypatch):
+    model = tiny()
+    figs = []
+    real = explore.sample_grid
+    monkeypatch.setattr(explore, "sample_grid", lambda *a, **k: figs.append(real(*a, **k)) or figs[-1])
+    widgets.playground(model, n=20, steps=2)
+    plain = explore.sample_grid(model, None, n=20, steps=2)
+
+    def columns(fig):
+        return len({round(ax.get_position().x0, 3) for ax in fig.axes})
+
+    assert columns(figs[0]) == columns(plain) == explore.grid_columns(model) == 10
+
+
+@pytest.mark.parametrize("size, patch, px", [("S", 8, 256), ("S", 4, 128), ("XL", 2, 256), ("B", 8, 512)])
+def test_explorer_gflops_labels_are_the_number_in_its_text(size, patch, px):
+    """The info line, the Fig. 8 legend and the annotation write the same Gflops (0.36, not 0.4 beside 0.36)."""
+    box = widgets.scaling_explorer(size, patch, px, image=torch.zeros(1, 32, 32))
+    g = estimate_flops(get_config(f"DiT-{size}/{patch}", input_size=px // 8)) / 1e9
+    text = gflops_text(g)
+    assert f"<b class='gflops'>{text}</b> Gflops" in box.controls["info"].value
+    fig = explore.scaling_figure(size, patch, px)
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert f"DiT-{size}/{patch} at {px} px: {text} Gflops" in legend
+    assert f"{text} Gflops" in " ".join(t.get_text() for t in fig.axes[1].texts)
+    assert abs(float(text) / g - 1) < 0.02
+
+
+def test_gflops_text():
+    assert [gflops_text(g) for g in (0.3605, 0.0976, 1.4149, 118.686, 524.81)] == \
+        ["0.36", "0.098", "1.41", "118.69", "524.81"]
+
+
+def test_demo_app_has_the_three_widgets_in_tabs():
+    app = widgets.demo_app(tiny(), n=4, steps=2)
+    assert [app.get_title(i) for i in range(3)] == ["Sampling playground", "Watch a sample form", "Scaling explorer"]
+    assert list(app.controls) == ["playground", "scrubber", "explorer"]
+    assert app.controls["playground"].controls["image"].value[:4] == PNG
+
+
+def test_a_failing_sample_shows_its_own_error_even_where_output_swallows_it(monkeypatch):
+    """In a kernel, `with Output():` prints a traceback and swallows the exception (found by the browser test:
+    the status said UnboundLocalError); the widgets re-raise it so that the status line names the real error."""
+    import ipywidgets
+
+    monkeypatch.setattr(ipywidgets.Output, "__exit__", lambda self, *exc: True)  # what it does in a kernel
+    box = widgets.playground(tiny(), n=2, steps=2, auto=False)
+
+    def broken(*a, **k):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setattr(explore, "sample_grid", broken)
+    box.controls["button"].click()
+    assert "RuntimeError: deliberately broken" in box.controls["status"].value
+    assert not box.controls["button"].disabled
 
 
 def test_displayed_panels_show_a_static_preview_beneath_that_the_first_interaction_clears(monkeypatch):

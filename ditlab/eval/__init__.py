@@ -10,9 +10,9 @@ from .flops import FLOPS_PARTS, count_flops, count_params, estimate_flops, estim
 from .judge import Judge, get_judge, load_judge, train_judge
 from .metrics import (conditional_accuracy, evaluate, feature_stats, frechet_distance, inception_fid, judge_fd,
                       load_npz_samples, save_npz_samples)
-from .table4 import draw_fig8, flops_table, format_table, paper_table
+from .table4 import draw_fig8, flops_table, format_table, gflops_text, paper_table
 
 __all__ = ["FLOPS_PARTS", "Judge", "conditional_accuracy", "count_flops", "count_params", "draw_fig8", "estimate_flops",
            "estimate_params", "evaluate", "feature_stats", "flops_breakdown", "flops_table", "format_table", "frechet_distance",
-           "get_judge", "inception_fid", "judge_fd", "load_judge", "load_npz_samples", "paper_table",
+           "get_judge", "gflops_text", "inception_fid", "judge_fd", "load_judge", "load_npz_samples", "paper_table",
            "save_npz_samples", "train_judge"]

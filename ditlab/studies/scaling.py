@@ -3,17 +3,24 @@
 Trains a grid of model sizes × patch sizes for the same number of steps on one dataset, samples each with
 DDIM + guidance, and judges the samples (Fréchet distance in the judge's feature space, conditional
 accuracy). Writes `scaling.csv` and `scaling.png` (quality against Gflops, beside the paper's points).
+
+Each model trains in its own folder `<out_dir>/<steps>-steps/DiT-<size>_<p>`: a study with fewer or more steps never
+collides with an earlier one, a finished run is only re-judged, and an interrupted one (Ctrl-C saves a checkpoint
+first) continues from where it stopped.
 """
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from ..data import load_dataset
+from ..diffusion import create_diffusion
 from ..eval import draw_fig8, estimate_flops, estimate_params, evaluate, feature_stats, get_judge
 from ..io import check_output_dir
+from ..model import DiT, get_config
 from ..sampling import sample
 from ..training import read_log, train
 from .runs import logged_steps, read_rows, train_seconds, write_rows
@@ -23,7 +30,9 @@ FIELDS = ["model", "size", "patch", "image_size", "tokens", "params", "gflops", 
 
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation (average ranks for ties); nan for fewer than two points."""
+    if len(a) < 2:
+        return float("nan")
     def ranks(x):
         x = np.asarray(x, dtype=float)
         order = x.argsort()
@@ -36,6 +45,28 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def step_seconds(name: str, train_set, batch_size: int, repeats: int = 2) -> float:
+    """Seconds of one training step (forward, backward, AdamW) of DiT `name` on a batch of train_set, measured
+    after one warm-up step: the time estimate printed before each model of the study."""
+    cfg = get_config(name, input_size=train_set.image_size, in_channels=train_set.channels,
+                     num_classes=train_set.num_classes)
+    with torch.random.fork_rng():  # leaves the caller's random state alone
+        torch.manual_seed(0)
+        model, diffusion = DiT(cfg), create_diffusion("", learn_sigma=cfg.learn_sigma)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x, y = train_set.get_batch(torch.arange(batch_size) % len(train_set))
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            t = torch.randint(0, diffusion.num_timesteps, (batch_size,))
+            loss = diffusion.training_losses(model, x, t, dict(y=y))["loss"].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
 def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", image_size=16, steps=4000,
                 batch_size=64, lr=2e-3, samples_per_class=50, sample_steps=25, cfg_scale=1.0, seed=0,
                 out_dir="runs/scaling", progress=True, judge_kwargs=None, reuse=True) -> list[dict]:
@@ -43,8 +74,9 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
 
     cfg_scale=1 (no guidance) is the protocol of the paper's Table 4 / Fig. 8 FIDs: guidance trades diversity for
     fidelity and, at scale 4, hides the differences between models. reuse: a run folder that already holds a
-    checkpoint of at most `steps` steps is resumed (or, if finished, only re-judged) instead of retrained; any
-    other run folder (every one with reuse=False) is cleared and trained from scratch."""
+    checkpoint (of this `steps`: the folder says it) is resumed (or, if finished, only re-judged) instead of retrained;
+    with reuse=False it is cleared and trained from scratch. progress: prints each model's estimated training time
+    (`step_seconds` × steps) before it starts, and the training bar."""
     if not sizes or not patches:
         raise ValueError("sizes and patches must be non-empty")
     for p in patches:
@@ -55,19 +87,21 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     real = load_dataset(data, split="test", image_size=image_size)
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
     real_stats = feature_stats(judge, real.get_batch(torch.arange(len(real)))[0])  # once for all runs
-    rows = []
+    rows, n_runs = [], len(sizes) * len(patches)
     for size in sizes:
         for p in patches:
             name = f"DiT-{size}/{p}"
-            run_dir = out / name.replace("/", "_")
-            done = logged_steps(run_dir) if reuse else None  # a finished (or shorter) earlier run: resume it
-            if done is not None and done > steps:
-                raise ValueError(f"{run_dir} holds a run of {done} steps, more than steps={steps}: pass another "
-                                 "out_dir, or reuse=False (--retrain) to train it again")
+            run_dir = study_dir(out, steps) / name.replace("/", "_")
+            done = logged_steps(run_dir) if reuse else None  # an earlier run of this study: finish or re-judge it
+            if progress:
+                left = steps - (done or 0)
+                est = f"about {_duration(left * step_seconds(name, train_set, batch_size))}" if left else "finished"
+                print(f"[{len(rows) + 1}/{n_runs}] {name}: {left} of {steps} steps to train, {est} "
+                      f"(Ctrl-C saves a checkpoint; run again to continue)", flush=True)
             t0 = time.perf_counter()
-            run = train(model=name, objective="ddpm", dataset=train_set, steps=steps, batch_size=batch_size, lr=lr,
-                        ema_decay=0.999, seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
-                        log_every=max(1, steps // 20), progress=progress, verdict=False,
+            run = train(model=name, objective="ddpm", warmup_steps=0, dataset=train_set, steps=steps,
+                        batch_size=batch_size, lr=lr, ema_decay=0.999, seed=seed, out_dir=str(run_dir), sample_every=0,
+                        ckpt_every=max(1, steps // 10), log_every=max(1, steps // 20), progress=progress, verdict=False,
                         resume=done is not None, overwrite=done is None)  # a run not reused is started over
             seconds = time.perf_counter() - t0 if not done else train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]
@@ -84,6 +118,15 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     summary = summarize(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return rows
+
+
+def study_dir(out_dir, steps: int):
+    """The folder of a study's runs of `steps` steps each, inside out_dir."""
+    return Path(out_dir) / f"{steps}-steps"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def write_csv(rows: list[dict], path) -> None:

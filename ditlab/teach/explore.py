@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..checkpoint import load_model
 from ..data import load_dataset
-from ..eval import draw_fig8, estimate_flops, estimate_params, paper_table
+from ..eval import draw_fig8, estimate_flops, estimate_params, gflops_text, paper_table
 from ..eval.table4 import PATCH_MARKERS, SIZE_COLORS
 from ..io import default_cache_dir
 from ..model import PAPER_SIZES, get_config
@@ -30,10 +30,12 @@ from . import viz
 # ---------------------------------------------------------------- models: shipped checkpoints or a fallback
 
 DEFAULT_MODEL = "digits-p4"
+WIDGET_DPI = 100  # the widgets render figures at this dpi; scrubber_figure is laid out in pixels at it
 PATCH_NAMES = ("digits-p2", "digits-p4", "digits-p8")
 # the stand-in for a missing checkpoint "<data>-p<P>": a 3-block DiT-Mi (1 M params) on the built-in digits at 16 px.
 # (Width 128: at p = 8 each token predicts 2·8·8 = 128 numbers, and a 64-wide stand-in failed to learn.)
-FALLBACK = dict(objective="ddpm", model_args=dict(depth=3), data="digits", image_size=16, batch_size=32, lr=2e-3, ema_decay=0.99)
+FALLBACK = dict(objective="ddpm", warmup_steps=0, model_args=dict(depth=3), data="digits", image_size=16,
+                batch_size=32, lr=2e-3, ema_decay=0.99)
 FALLBACK_STEPS = 1000  # 1-3 minutes on a laptop CPU, once; then cached
 _MODELS: dict = {}
 
@@ -123,21 +125,25 @@ def scaling_point(size: str = "XL", patch: int = 2, image_size: int = 256) -> di
                 paper_gflops=row.get("gflops"), paper_fid=row.get("fid50k_400k"))
 
 
-def scaling_figure(size: str = "XL", patch: int = 2, image_size: int = 256) -> Figure:
+def scaling_figure(size: str = "XL", patch: int = 2, image_size: int = 256, width: float = 9.4) -> Figure:
     """Left: the paper's FID vs Gflops points (Table 4, Fig. 8) with the chosen config's Gflops marked on the
-    trend line. Right: params vs Gflops of the 12 configs at image_size, the chosen one highlighted."""
+    trend line. Right: params vs Gflops of the 12 configs at image_size, the chosen one highlighted.
+    `width`: of the whole figure, inches (940 px at the widgets' 100 dpi)."""
     pt = scaling_point(size, patch, image_size)
-    fig, (ax1, ax2) = viz._figure(1, 2, (5.2, 4.2))
-    draw_fig8(ax1, pt)
+    fig, (ax1, ax2) = viz._figure(1, 2, (width / 2, 0.46 * width))
+    draw_fig8(ax1, pt, legend=False)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=9, handlelength=1.5,
+               columnspacing=1.0)  # beneath both panels: the sizes' colours and the patches' markers are shared
     for s in PAPER_SIZES:
         pts = [scaling_point(s, p, image_size) for p in (8, 4, 2) if image_size % (8 * p) == 0]
         ax2.plot([q["gflops"] for q in pts], [q["params"] / 1e6 for q in pts], "-", color=SIZE_COLORS[s], lw=1)
         for q, p in zip(pts, (8, 4, 2)):
             ax2.scatter(q["gflops"], q["params"] / 1e6, color=SIZE_COLORS[s], marker=PATCH_MARKERS[p], s=40)
     ax2.scatter(pt["gflops"], pt["params"] / 1e6, s=300, facecolors="none", edgecolors="black", lw=2, zorder=4)
-    ax2.annotate(f"{pt['model']}\n{pt['tokens']} tokens\n{pt['params'] / 1e6:.0f} M params",
-                 (pt["gflops"], pt["params"] / 1e6), xytext=(8, 12 if pt["params"] < 1e8 else -40),
-                 textcoords="offset points", fontsize=8)
+    ax2.annotate(f"{pt['model']}\n{pt['tokens']} tokens\n{pt['params'] / 1e6:.0f} M params\n"
+                 f"{gflops_text(pt['gflops'])} Gflops",
+                 (pt["gflops"], pt["params"] / 1e6), xytext=(8, 12 if pt["params"] < 1e8 else -52),
+                 textcoords="offset points", fontsize=9)
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.set_yticks([30, 100, 300, 700])
@@ -162,7 +168,7 @@ def fid_vs_gflops(highlight: str | None = None) -> Figure:
     return fig
 
 
-def patch_overlay(image, patch: int = 2, latent_size: int | None = None) -> Figure:
+def patch_overlay(image, patch: int = 2, latent_size: int | None = None, size: float = 3.6) -> Figure:
     """A (C, H, W) image in [-1, 1], resized to latent_size (default: as is), with its p×p token grid drawn
     over it: what each of the T = (latent_size/p)² tokens of the transformer covers."""
     x = torch.as_tensor(viz._numpy(image))
@@ -171,7 +177,7 @@ def patch_overlay(image, patch: int = 2, latent_size: int | None = None) -> Figu
     if latent_size is not None:
         x = torch.nn.functional.interpolate(x[None], size=(latent_size, latent_size), mode="bilinear",
                                             antialias=True, align_corners=False)[0]
-    return viz.patch_grid(x.clamp(-1, 1), patch, size=3.6)
+    return viz.patch_grid(x.clamp(-1, 1), patch, size=size)
 
 
 # ---------------------------------------------------------------- sampling (§3.1): grids, trajectories, guidance
@@ -208,15 +214,23 @@ def _labels(model, label, n: int) -> list[int]:
 
 
 def sample_grid(model=DEFAULT_MODEL, label=None, n: int = 8, cfg_scale: float = 4.0, steps: int = 25,
-                sampler: str | None = None, seed: int = 0, nrow: int = 8, progress: bool = False, **model_kw) -> Figure:
-    """n samples of one class (`label`: id or name) or of every class in turn (None), titled with the class."""
+                sampler: str | None = None, seed: int = 0, nrow: int | None = None, size: float = 1.6,
+                progress: bool = False, **model_kw) -> Figure:
+    """n samples of one class (`label`: id or name) or of every class in turn (None), titled with the class.
+    `nrow` images per row (default: one column per class, at most 10), `size` inches per image."""
     m = get_model(model, **model_kw)
     out = generate(m, _labels(m, label, n), cfg_scale, steps, sampler, seed, progress=progress)
     names = _class_names(m)
-    fig = viz.show_images(out.images, nrow=min(nrow, n), titles=[names[i] for i in out.labels])
+    nrow = grid_columns(m) if nrow is None else nrow
+    fig = viz.show_images(out.images, nrow=min(nrow, n), titles=[names[i] for i in out.labels], size=size)
     fig.suptitle(f"{getattr(m, 'name', 'model')}: {sampler or samplers_for(m)[0]} {steps} steps, cfg {cfg_scale:g}, "
                  f"seed {seed}", fontsize=10)
     return fig
+
+
+def grid_columns(model) -> int:
+    """Columns of a sample grid: one per class (each column one class when every class is drawn), at most 10."""
+    return min(get_model(model).config.num_classes, 10)
 
 
 def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str | None = None, cfg_scale: float = 4.0,
@@ -228,19 +242,30 @@ def denoise_frames(model=DEFAULT_MODEL, label=0, steps: int = 25, sampler: str |
                     progress=progress).trajectory
 
 
-def scrubber_figure(trajectory, index: int = 0, image: int = 0) -> Figure:
-    """x_t (the sampler's input at step `index`) and the model's predicted clean image x̂_0 at that step."""
+def scrubber_figure(trajectory, index: int = 0, image: int = 0, scale: int | None = None,
+                    title: bool = True) -> Figure:
+    """x_t (the sampler's input at step `index`) and the model's predicted clean image x̂_0 at that step, each
+    drawn at a whole multiple `scale` of its pixels (default: about 176 px wide) so that saved at the figure's
+    dpi it is crisp. `title`: "step i+1 of K" above (the widget writes it beside its slider instead)."""
     if not trajectory or not all(isinstance(s, dict) and {"t", "x_t", "pred_x0"} <= set(s) for s in trajectory):
         raise ValueError("trajectory must be a non-empty list of dicts with keys t, x_t, pred_x0 (denoise_frames)")
     if not isinstance(index, int) or not -len(trajectory) <= index < len(trajectory):
         raise ValueError(f"index must be an int in [0, {len(trajectory)}), got {index!r}")
     s = trajectory[index]
-    fig, axes = viz._figure(1, 2, (2.6, 2.8))
-    for ax, key, title in zip(axes, ("x_t", "pred_x0"), (f"x_t, t = {s['t']:.3g}", "predicted x̂_0")):
-        viz._imshow(ax, s[key][image])
-        viz._off(ax)
-        ax.set_title(title, fontsize=10)
-    fig.suptitle(f"step {index % len(trajectory) + 1} of {len(trajectory)}", fontsize=10)
+    h, w = s["x_t"].shape[-2:]
+    k = max(1, 176 // max(h, w)) if scale is None else scale
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"scale must be a positive int (pixels per image pixel), got {scale!r}")
+    pad, gap, top = 8, 24, 28 + (26 if title else 0)  # in pixels
+    width, height = 2 * k * w + gap + 2 * pad, k * h + top + pad
+    fig = Figure(figsize=(width / WIDGET_DPI, height / WIDGET_DPI), dpi=WIDGET_DPI)
+    for j, (key, label) in enumerate((("x_t", f"x_t, t = {s['t']:.3g}"), ("pred_x0", "predicted x̂_0"))):
+        ax = fig.add_axes(((pad + j * (k * w + gap)) / width, pad / height, k * w / width, k * h / height))
+        viz._imshow(ax, s[key][image])  # axes of exactly k·w × k·h pixels: every image pixel a k×k block
+        ax.set_axis_off()  # no frame over the border pixels
+        ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(f"step {index % len(trajectory) + 1} of {len(trajectory)}", fontsize=10)
     return fig
 
 

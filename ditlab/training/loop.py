@@ -31,6 +31,7 @@ from ..model import DiT
 from ..sampling import sample
 from .config import TrainConfig, build_model_config, build_objective, describe_objective
 from .ema import EMA
+from .interrupt import DeferredInterrupt
 from .hardware import explain_precision, init_distributed, on_rank0
 from .log import append_row, read_log, trim_log
 from .recipes import format_recipe, keep_resumed, resolve_recipe
@@ -157,65 +158,75 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device, callba
     log_rows, t_last, n_seen = [], time.perf_counter(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
     model.train()
-    while step < cfg.steps:
-        idx = _indices(len(dataset), step, cfg.batch_size, rank, world, cfg.seed)
-        x, y = dataset.get_batch(idx, device=device)
-        t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], objective,
-                                      cfg.class_dropout_prob, device)
-        for g in opt.param_groups:  # linear warm-up from 0 to lr over warmup_steps
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        with autocast:
-            losses = objective.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
-        loss = losses["loss"].float().mean()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        ema.update(model, step)
-        step += 1
-        n_seen += cfg.batch_size
-        if step % cfg.log_every == 0 or step == cfg.steps or device.type == "cpu":
-            stats = torch.stack([loss.detach(), losses["mse"].float().mean().detach(), losses["vb"].float().mean().detach()])
-            if world > 1:
-                dist.all_reduce(stats)
-                stats /= world
-            if not torch.isfinite(stats[0]):
+    stop = DeferredInterrupt(enabled=world == 1)  # Ctrl-C: finish the step and save it, then stop (interrupt.py)
+    try:
+        while step < cfg.steps:
+            idx = _indices(len(dataset), step, cfg.batch_size, rank, world, cfg.seed)
+            x, y = dataset.get_batch(idx, device=device)
+            t, noise, drop = _batch_noise(gen, cfg.batch_size, rank, world, x.shape[1:], objective,
+                                          cfg.class_dropout_prob, device)
+            for g in opt.param_groups:  # linear warm-up from 0 to lr over warmup_steps
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            with autocast:
+                losses = objective.training_losses(fwd, x, t, dict(y=y, force_drop_ids=drop), noise=noise)
+            loss = losses["loss"].float().mean()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            ema.update(model, step)
+            step += 1
+            n_seen += cfg.batch_size
+            if step % cfg.log_every == 0 or step == cfg.steps or device.type == "cpu":
+                stats = torch.stack([loss.detach(), losses["mse"].float().mean().detach(),
+                                     losses["vb"].float().mean().detach()])
+                if world > 1:
+                    dist.all_reduce(stats)
+                    stats /= world
+                if not torch.isfinite(stats[0]):
+                    bar.close()
+                    raise FloatingPointError(
+                        f"loss is {stats[0].item()} at step {step}: training stopped. The last good checkpoint "
+                        f"({ckpt_path if ckpt_path.exists() else 'none yet'}) was kept. Try a lower lr, grad_clip=1.0 "
+                        f"or precision='fp32'.")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                row = dict(step=step, loss=stats[0].item(), mse=stats[1].item(), vb=stats[2].item(),
+                           img_per_s=n_seen / (now - t_last), lr=opt.param_groups[0]["lr"], time=time.time())
+                t_last, n_seen = now, 0
+                log_rows.append(row)
+                if rank == 0:
+                    append_row(log_path, row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
+                    if callback:
+                        callback("log", row)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or stop.requested:  # before the sample grid
+                if rank == 0:
+                    try:  # the checkpoint first, then its EMA (load_model checks they hold the same step)
+                        save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes,
+                                   fingerprint)
+                        saved = step
+                        save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step,
+                                   objective=ema.model.objective)
+                    except OSError as e:  # disk full, quota, ...: atomic writes left the last checkpoint as it was
+                        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint yet"
+                        raise OSError(e.errno, f"could not write the checkpoint of step {step} in {out} "
+                                               f"({e.strerror or e}); {kept}. Free disk space, then continue with "
+                                               f"--resume") from e
+                if world > 1:
+                    dist.barrier()
+            if stop.requested:  # Ctrl-C: the step is finished and saved
                 bar.close()
-                raise FloatingPointError(
-                    f"loss is {stats[0].item()} at step {step}: training stopped. The last good checkpoint "
-                    f"({ckpt_path if ckpt_path.exists() else 'none yet'}) was kept. Try a lower lr, grad_clip=1.0 "
-                    f"or precision='fp32'.")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.perf_counter()
-            row = dict(step=step, loss=stats[0].item(), mse=stats[1].item(), vb=stats[2].item(),
-                       img_per_s=n_seen / (now - t_last), lr=opt.param_groups[0]["lr"], time=time.time())
-            t_last, n_seen = now, 0
-            log_rows.append(row)
-            if rank == 0:
-                append_row(log_path, row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
-                if callback:
-                    callback("log", row)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:  # before the sample grid: never depends on it
-            if rank == 0:
-                try:  # the checkpoint first, then its EMA (load_model checks they hold the same step)
-                    save_state(ckpt_path, model, ema, opt, scaler, gen, step, cfg, mcfg, dataset.classes, fingerprint)
-                    saved = step
-                    save_model(ema.model, out / "ema.safetensors", classes=dataset.classes, step=step,
-                               objective=ema.model.objective)
-                except OSError as e:  # disk full, quota, ...: atomic writes left the last checkpoint as it was
-                    kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint yet"
-                    raise OSError(e.errno, f"could not write the checkpoint of step {step} in {out} "
-                                           f"({e.strerror or e}); {kept}. Free disk space, then continue with "
-                                           f"--resume") from e
-            if world > 1:
-                dist.barrier()
-        if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-            _sample_grid(ema.model, cfg, step, out, callback)
-        bar.update(1)
+                raise KeyboardInterrupt(f"training interrupted after step {step}; its checkpoint is in {out} "
+                                        "(resume=True, or --resume, continues from there)")
+            if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+                _sample_grid(ema.model, cfg, step, out, callback)
+            bar.update(1)
+    finally:
+        stop.restore()
     bar.close()
     if rank == 0:
         _finish(ema.model, cfg, dataset, log_rows, out, recipe, precision, precision_why, start)
