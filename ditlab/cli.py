@@ -1,6 +1,6 @@
 """The `ditlab` command line.
 
-  ditlab demo                      train a small DiT on the built-in digits, sample, judge (≤ 10 min on a CPU)
+  ditlab demo                      train a small DiT on the built-in digits, sample, judge (minutes on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
   ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
   ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
@@ -22,6 +22,7 @@ from .sampling import SAMPLERS, check_sample_args, sample
 from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
+from .training.config import RECIPE_FIELDS, RECIPE_NAMES
 
 
 MODERN_FLAGS = dict(rmsnorm=("norm", "rmsnorm"), swiglu=("mlp", "swiglu"), qk_norm=("qk_norm", True),
@@ -37,11 +38,15 @@ def cmd_flops(args) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--batch-size, --lr, ...); unset flags keep the config's defaults."""
+    """One flag per TrainConfig field (--batch-size, --lr, ...); unset flags keep the config's defaults (None: the
+    recipe's, see ditlab.training.recipes)."""
     for f in fields(TrainConfig):
         flag, typ = "--" + f.name.replace("_", "-"), str(f.type)
-        default = f.default if f.default is not MISSING else "{}"
-        if f.name == "model_args":
+        default = "the recipe's" if f.name in RECIPE_FIELDS else f.default if f.default is not MISSING else "{}"
+        if f.name == "recipe":
+            p.add_argument(flag, choices=RECIPE_NAMES, help="hyper-parameters for the options not given: quick (short "
+                           "CPU runs), paper (the paper's, for long runs); auto picks by model and steps (default auto)")
+        elif f.name == "model_args":
             p.add_argument(flag, type=json.loads, help='DiTConfig overrides as JSON, e.g. \'{"depth": 4}\'')
         elif f.type is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default {default})")
@@ -56,7 +61,8 @@ def _train_kwargs(args) -> dict:
 
 def cmd_train(args) -> None:
     result = train(**_train_kwargs(args))
-    print(f"trained to step {result['step']}; EMA weights: {result['out_dir'] / 'ema.safetensors'}")
+    out = result["out_dir"]
+    print(f"EMA weights: {out / 'ema.safetensors'}   config: {out / 'config.json'}   metrics: {out / 'metrics.json'}")
 
 
 def cmd_sample(args) -> None:

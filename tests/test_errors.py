@@ -33,9 +33,9 @@ def _cli_error(capsys, argv) -> str:
 
 # ---- training options --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(lr="1e-3"), TypeError, "lr must be a number, got str '1e-3'"),
-    (dict(steps=True), TypeError, "steps must be an int, got bool True"),
-    (dict(steps=2.5), TypeError, "steps must be an int, got float"),
+    (dict(lr="1e-3"), TypeError, "lr must be a number or None, got str '1e-3'"),
+    (dict(steps=True), TypeError, "steps must be an int or None, got bool True"),
+    (dict(steps=2.5), TypeError, "steps must be an int or None, got float"),
     (dict(model_args=[4]), TypeError, "model_args must be a dict"),
     (dict(weight_decay=-1), ValueError, "weight_decay must be >= 0, got -1"),
     (dict(lr=float("nan")), ValueError, "lr must be > 0, got nan"),
@@ -46,7 +46,7 @@ def _cli_error(capsys, argv) -> str:
     (dict(sample_cfg=float("nan")), ValueError, "sample_cfg must be a finite guidance scale"),
     (dict(model_args={"dpeth": 4}), ValueError, r"unknown DiTConfig fields \['dpeth'\]; valid fields: .*'depth'"),
     (dict(model="DiT-Q/2"), ValueError, "unknown config 'DiT-Q/2'; valid names"),
-    (dict(image_size=30), ValueError, "image_size=30: input_size 30 must be .* divisible by patch_size=4"),
+    (dict(model="DiT-Mi/4", image_size=30), ValueError, "image_size=30: input_size 30 must be .* divisible by patch_size=4"),
     (dict(class_dropout_prob=1.5), ValueError, "class_dropout_prob must be in"),
     (dict(channels=2), ValueError, "channels must be None, 1 or 3"),
     (dict(limit=0), ValueError, "limit must be a positive int"),

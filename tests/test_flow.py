@@ -149,7 +149,7 @@ def test_flow_training_lowers_the_loss_and_checkpoints_record_the_objective(tmp_
     with pytest.raises(ValueError, match="trained with objective 'flow'.*use one of"):
         ditlab.sample(model, [1], sampler="ddim")
     with pytest.raises(ValueError, match="cannot resume.*objective"):
-        ditlab.train(**TINY, steps=31, out_dir=str(tmp_path / "run"), resume=True)
+        ditlab.train(**TINY, steps=31, out_dir=str(tmp_path / "run"), resume=True, objective="ddpm")
 
 
 def test_ddpm_models_refuse_flow_samplers_and_options():
@@ -167,7 +167,7 @@ def test_train_config_validates_the_objective():
     with pytest.raises(ValueError, match="objective must be one of"):
         ditlab.TrainConfig(objective="edm")
     with pytest.raises(ValueError, match="t_sampling='logit-normal' applies to objective='flow'"):
-        ditlab.TrainConfig(t_sampling="logit-normal")
+        ditlab.TrainConfig(objective="ddpm", t_sampling="logit-normal")
     with pytest.raises(ValueError, match="path must be one of"):
         ditlab.TrainConfig(objective="flow", path="cosine")
 

@@ -123,9 +123,9 @@ def digits():
 def _losses_and_scaler(tmp_path, digits, precision, steps=30):
     from ditlab.training import train
 
-    run = train(model="DiT-Mi/4", model_args={"depth": 2, "hidden_size": 64, "num_heads": 2}, dataset=digits,
-                batch_size=16, lr=3e-3, steps=steps, ckpt_every=steps, log_every=1, sample_every=0, progress=False,
-                precision=precision, out_dir=str(tmp_path / precision))
+    run = train(model="DiT-Mi/4", model_args={"depth": 2, "hidden_size": 64, "num_heads": 2}, objective="ddpm",
+                dataset=digits, batch_size=16, lr=3e-3, steps=steps, ckpt_every=steps, log_every=1, sample_every=0, progress=False,
+                warmup_steps=0, verdict=False, precision=precision, out_dir=str(tmp_path / precision))
     with safe_open(str(tmp_path / precision / "checkpoint.safetensors"), framework="pt") as f:
         scaler = json.loads(f.metadata()["scaler"])
     return np.array([r["loss"] for r in run["log"]]), scaler

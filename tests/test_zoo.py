@@ -53,7 +53,7 @@ def test_export_roundtrip_and_model_card(tmp_path, monkeypatch):
     monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "cache"))
     run = ditlab.train(model="DiT-Nano/8", model_args={"depth": 1, "hidden_size": 32, "num_heads": 2}, data="digits",
                        image_size=16, limit=256, steps=3, batch_size=8, log_every=1, ckpt_every=3, sample_every=0,
-                       out_dir=str(tmp_path / "run"), progress=False)
+                       out_dir=str(tmp_path / "run"), progress=False, verdict=False)
     out = tmp_path / "ckpts"
     entry = zoo.export_checkpoint(tmp_path / "run", "tiny-p8", command="ditlab train --steps 3", out_dir=out,
                                   per_class=1, judge_kwargs={"smoke": True})

@@ -77,7 +77,7 @@ def run_objectives(runs=tuple(RECIPES), model="DiT-Nano/2", data="digits", image
         done = _finished(run_dir, steps) if reuse else False
         t0 = time.perf_counter()
         run = train(model=model, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
-                    seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps,
+                    warmup_steps=0, seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=steps, verdict=False,
                     log_every=max(1, steps // 20), progress=progress, resume=done, overwrite=not done,
                     **kw)  # a run not reused is started over
         seconds = train_seconds(run_dir) if done else time.perf_counter() - t0

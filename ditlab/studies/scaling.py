@@ -99,9 +99,9 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
                 print(f"[{len(rows) + 1}/{n_runs}] {name}: {left} of {steps} steps to train, {est} "
                       f"(Ctrl-C saves a checkpoint; run again to continue)", flush=True)
             t0 = time.perf_counter()
-            run = train(model=name, dataset=train_set, steps=steps, batch_size=batch_size, lr=lr, ema_decay=0.999,
-                        seed=seed, out_dir=str(run_dir), sample_every=0, ckpt_every=max(1, steps // 10),
-                        log_every=max(1, steps // 20), progress=progress,
+            run = train(model=name, objective="ddpm", warmup_steps=0, dataset=train_set, steps=steps,
+                        batch_size=batch_size, lr=lr, ema_decay=0.999, seed=seed, out_dir=str(run_dir), sample_every=0,
+                        ckpt_every=max(1, steps // 10), log_every=max(1, steps // 20), progress=progress, verdict=False,
                         resume=done is not None, overwrite=done is None)  # a run not reused is started over
             seconds = time.perf_counter() - t0 if not done else train_seconds(run_dir)
             labels = [c for _ in range(samples_per_class) for c in range(run["config"].num_classes)]

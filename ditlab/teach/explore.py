@@ -34,7 +34,8 @@ WIDGET_DPI = 100  # the widgets render figures at this dpi; scrubber_figure is l
 PATCH_NAMES = ("digits-p2", "digits-p4", "digits-p8")
 # the stand-in for a missing checkpoint "<data>-p<P>": a 3-block DiT-Mi (1 M params) on the built-in digits at 16 px.
 # (Width 128: at p = 8 each token predicts 2·8·8 = 128 numbers, and a 64-wide stand-in failed to learn.)
-FALLBACK = dict(model_args=dict(depth=3), data="digits", image_size=16, batch_size=32, lr=2e-3, ema_decay=0.99)
+FALLBACK = dict(objective="ddpm", warmup_steps=0, model_args=dict(depth=3), data="digits", image_size=16,
+                batch_size=32, lr=2e-3, ema_decay=0.99)
 FALLBACK_STEPS = 1000  # 1-3 minutes on a laptop CPU, once; then cached
 _MODELS: dict = {}
 
@@ -85,7 +86,7 @@ def _train_fallback(name: str, patch: int, steps: int, cache_dir, verbose: bool)
         tmp = Path(tempfile.mkdtemp(dir=run.parent, prefix=f".{name}-"))
         try:
             train(**recipe, out_dir=str(tmp), log_every=max(1, steps // 4), ckpt_every=steps, sample_every=0,
-                  progress=verbose)
+                  progress=verbose, verdict=False)
             if not (run / "ema.safetensors").exists():
                 shutil.rmtree(run, ignore_errors=True)
                 os.replace(tmp, run)

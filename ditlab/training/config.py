@@ -18,11 +18,14 @@ OBJECTIVES = ("ddpm", "flow")
 FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": LOSS_WEIGHTS[1:],
                "t_sampling": T_SAMPLINGS}
 DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
+RECIPE_NAMES = ("auto", "quick", "paper")
+RECIPE_FIELDS = ("model", "objective", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe's
 
 
 @dataclass
 class TrainConfig:
-    model: str = "DiT-Mi/4"  # a config name (ditlab.config_names()); sized to the data by default
+    recipe: str = "auto"  # auto | quick | paper: the hyper-parameters left unset below (None); see recipes.py
+    model: str | None = None  # a config name (ditlab.config_names()), sized to the data; None: the recipe's
     model_args: dict = field(default_factory=dict)  # DiTConfig overrides, e.g. {"depth": 4}
     data: str = "digits"  # built-in name, Hugging Face name, or a local .npz / .zip / folder
     image_size: int | None = None  # resize the data (default: the data's own size)
@@ -30,22 +33,25 @@ class TrainConfig:
     limit: int | None = None  # use only this many training images
     vae: str | None = None  # latent mode: a diffusers AutoencoderKL (local folder or Hub id); latents are cached
     out_dir: str = "runs/train"
-    steps: int = 2000
-    batch_size: int = 64  # global batch, split across DDP ranks
-    lr: float = 1e-4
+    steps: int | None = None  # None: the recipe's
+    batch_size: int | None = None  # global batch, split across DDP ranks; None: the recipe's
+    lr: float | None = None  # AdamW learning rate; None: the recipe's
+    warmup_steps: int | None = None  # linear lr warm-up from 0 over this many steps; None: the recipe's
     weight_decay: float = 0.0
-    ema_decay: float = 0.9999
+    ema_decay: float | None = None  # None: the recipe's
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
     class_dropout_prob: float = 0.1
     learn_sigma: bool = True  # objective "ddpm" only: flow models predict C channels
-    objective: str = "ddpm"  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below
+    objective: str | None = None  # "ddpm": ε-prediction + learned Σ (the paper); "flow": flow matching (SiT), below;
+    #                               None: the recipe's (quick: flow, paper: ddpm)
     path: str | None = None  # flow: "linear" (rectified flow, default), "gvp" or "vp"
     prediction: str | None = None  # flow: "velocity" (default), "noise" or "score"
     loss_weight: str | None = None  # flow with noise/score prediction: "velocity" or "likelihood" (SiT); default none
     t_sampling: str | None = None  # flow: "uniform" (default) or "logit-normal" (SD3)
     grad_clip: float | None = None
     grad_checkpointing: bool = False
-    precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 + grad scaler on older GPUs, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 on GPUs that have it (fp16 + grad scaler on older ones); on CPUs bf16
+    #                          where the CPU has native bf16 and the model is large enough to gain (hardware.py)
     compile: bool = False
     seed: int = 0
     device: str = "auto"
@@ -54,6 +60,7 @@ class TrainConfig:
     sample_every: int = 500  # 0: never; an EMA sample grid PNG under samples/
     sample_steps: int = 25
     sample_cfg: float = 4.0
+    verdict: bool = True  # end by judging a guided sample grid (data with a judge: digits, MNIST, CIFAR-10)
     resume: bool = False  # continue the run in out_dir from its checkpoint (what may change: resume.py)
     overwrite: bool = False  # a new run into a folder holding a run deletes that run first (else: refused)
     progress: bool = True
@@ -71,31 +78,38 @@ class TrainConfig:
             raise ValueError(f"sample_steps must be at most {DIFFUSION_STEPS} (the diffusion's steps), got {self.sample_steps}")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
-        for name, ok, rule in [("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                               ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        for name, ok, rule in [("lr", self.lr is None or self.lr > 0, "> 0"),
+                               ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
                                ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
                                ("sample_cfg", True, "a finite guidance scale (1: none)")]:
             v = getattr(self, name)
             if not ok or (v is not None and not math.isfinite(v)):
                 raise ValueError(f"{name} must be {rule}, got {v!r}")
+        if self.recipe not in RECIPE_NAMES:
+            raise ValueError(f"recipe must be one of {list(RECIPE_NAMES)}, got {self.recipe!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.objective not in OBJECTIVES:
+        if self.objective is not None and self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         for name, allowed in FLOW_FIELDS.items():
             value = getattr(self, name)
-            if value is not None and self.objective != "flow":
-                raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={self.objective!r})")
             if value is not None and value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.objective is not None:  # None: checked again once the recipe has chosen the objective
+            check_flow_fields(self)
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
         # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
+        # (model=None: the recipe picks a patch that fits the data; model_args are checked on DiT-Mi/1)
+        model = self.model or "DiT-Mi/1"
         try:
-            patch = get_config(self.model, **self.model_args).patch_size
-            get_config(self.model, **{"input_size": self.image_size or patch, **self.model_args,
+            patch = get_config(model, **self.model_args).patch_size
+            get_config(model, **{"input_size": self.image_size or patch, **self.model_args,
                                       "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
         except ValueError as e:
             raise ValueError(f"model={self.model!r}, model_args={self.model_args}"
@@ -107,6 +121,14 @@ class TrainConfig:
         if set(d) - known:
             raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
         return cls(**d)
+
+
+def check_flow_fields(cfg: TrainConfig) -> None:
+    """The flow options (path, prediction, loss_weight, t_sampling) apply to objective "flow" only."""
+    for name in FLOW_FIELDS:
+        value = getattr(cfg, name)
+        if value is not None and cfg.objective != "flow":
+            raise ValueError(f"{name}={value!r} applies to objective='flow' only (objective={cfg.objective!r})")
 
 
 def _checked_type(name: str, value, annotation):
@@ -129,7 +151,11 @@ _TYPE_NAMES = {int: "an int", float: "a number", bool: "True or False", str: "a 
 
 
 def build_model_config(cfg: TrainConfig, data) -> DiTConfig:
-    """The model config sized to the data; explicit conflicting overrides are an error."""
+    """The model config sized to the data; explicit conflicting overrides are an error. Needs the model and the
+    objective: given, or filled in by the recipe (`resolve_recipe`)."""
+    if cfg.model is None or cfg.objective is None:
+        raise ValueError("build_model_config needs model and objective: pass them, or fill them in with "
+                         "ditlab.training.resolve_recipe(cfg, (H, W)) first")
     size = data.image_size
     sized = dict(input_size=size if isinstance(size, int) else tuple(size), in_channels=data.channels,
                  num_classes=data.num_classes, class_dropout_prob=cfg.class_dropout_prob,

@@ -54,3 +54,12 @@ def load_state(path: Path, model, ema, opt, scaler, gen, mcfg) -> int:
     gen.set_state(get["rng.generator"])
     torch.set_rng_state(get["rng.torch"])
     return int(meta["step"])
+
+
+RECORDED_LATER = dict(objective="ddpm", warmup_steps=0)  # what checkpoints from before these options trained with
+
+
+def stored_train_config(path: Path) -> dict:
+    """The TrainConfig (as a dict) of the run whose checkpoint is at `path`."""
+    with open_tensors(path) as f:
+        return {**RECORDED_LATER, **json.loads((f.metadata() or {})["train_config"])}
