@@ -7,8 +7,8 @@ The rules, applied to each command in README order:
   name as `--data` (needs the internet), and inputs that are not here (`--data`, `--ckpt`, `--vae` paths, e.g. the
   released `DiT-XL-2-256x256.pt`); a `../shared/...` input that is absent is skipped with that reason (a fresh
   clone has no ../shared);
-- shortened where they train: `ditlab train` gets `--steps 2` (`--steps 4` with `--resume`, so it continues) and
-  `--sample-every 0` (sample grids are tested elsewhere), `ditlab demo`, `ditlab scaling` and `ditlab objectives` get
+- shortened where they train: `ditlab train` gets `--steps 2` (`--steps 4` with `--resume`, so it continues),
+  `--sample-every 0` and `--no-verdict` (sample grids and the verdict are tested elsewhere), `ditlab demo`, `ditlab scaling` and `ditlab objectives` get
   `--smoke`;
 - anything else fails the test until it gets a rule here.
 The commands run one after another in one folder, beside a `shared` link to ../shared when that exists, so
@@ -73,7 +73,7 @@ def plan(command: str, workdir: Path) -> tuple[list[list[str]] | None, str]:
             pytest.fail(f"README command {shlex.join(argv)!r} has no rule in tests/test_readme.py")
         if argv[1] == "train":
             # argparse keeps the last value of a repeated option
-            argv = [*argv, "--steps", "4" if "--resume" in argv else "2", "--sample-every", "0"]
+            argv = [*argv, "--steps", "4" if "--resume" in argv else "2", "--sample-every", "0", "--no-verdict"]
         elif argv[1] in ("demo", "scaling", "objectives"):
             argv = [*argv, "--smoke"]
         runs.append([sys.executable, "-m", "ditlab", *argv[1:]])
