@@ -252,8 +252,9 @@ def select(args: list[str]) -> list[Path]:
     return chosen
 
 
-def regenerate(path: Path, timeout: int | None = None) -> list[str]:
-    """Header, strip, full run, scrub, shrink, check; writes `path` only if its run and checks pass."""
+def regenerate(path: Path, timeout: int = 3600) -> list[str]:
+    """Header, strip, full run (`timeout` seconds per cell), scrub, shrink, check; writes `path` only if its run
+    and checks pass."""
     nb = strip(apply_header(nbformat.read(path, as_version=4), path.name))
     try:
         execute(nb, smoke=smoke_only(nb) is not None, timeout=timeout, cwd=path.parent, bars=False)

@@ -93,7 +93,7 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
         "", "print(os.environ['DITLAB_SMOKE'])",
         "from tqdm.auto import tqdm\nfor _ in tqdm(range(2)): pass\n"
         "import ipywidgets as W\nout = W.Output()\ndisplay(out)\nwith out:\n    print('captured')"), path)
-    assert regenerate.regenerate(path) == []
+    assert regenerate.regenerate(path, timeout=120) == []
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == [1, 2, 3, None, 4, 5]  # the install cell runs first (a no-op)
@@ -104,7 +104,7 @@ def test_regenerate_runs_a_notebook_without_outputs_and_cleans_what_it_writes(tm
     assert regenerate.problems(nb, path.name, path.stat().st_size) == []
     nb.metadata["ditlab"] = {"regenerate": "smoke", "reason": "a test"}  # again, with outputs, in smoke mode
     nbformat.write(nb, path)
-    assert regenerate.regenerate(path) == []
+    assert regenerate.regenerate(path, timeout=120) == []
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[-2].outputs[0].text == "1\n" and "a test" in nb.cells[0].source
 
