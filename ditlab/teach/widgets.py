@@ -220,8 +220,9 @@ def playground(model=None, n: int = 8, steps: int = 25, cfg_scale: float = 4.0, 
             mm = _captured(progress, lambda: explore.get_model(model_w.value, fallback_steps=fallback_steps))
             label_w.options = [("every class", EVERY)] + _class_options(mm)
             label_w.value = EVERY
-            if list(sampler_w.options) != explore.sampler_names(mm):  # DDPM vs flow-matching samplers
-                sampler_w.options = explore.sampler_names(mm)
+            fits = explore.sampler_names(mm)
+            if list(sampler_w.options) != fits:  # DDPM vs flow-matching samplers
+                sampler_w.options = fits
                 sampler_w.value = sampler_w.options[0]
         except Exception as e:
             status.value = _error(e)
