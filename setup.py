@@ -1,7 +1,7 @@
 """One build step on top of pyproject.toml (which holds everything else): the repository's `data/` folder (the
 shipped checkpoints, their model card, the study results) is copied into the package as `ditlab/_data/`, so a
 wheel, an sdist and `pip install git+...` carry it while `data/` stays its only home in git. Every file in
-`data/` ships, new ones included; `ditlab.io.shipped_path` finds them in either place. An editable install
+`data/` ships, new ones included; `ditlab.io.paths.shipped_path` finds them in either place. An editable install
 (`pip install -e .`) copies nothing: it reads `data/` in the checkout."""
 from pathlib import Path
 

@@ -2,7 +2,7 @@
 
 The library is a stack of layers; each imports only from the layers below it (tests/test_layers.py checks):
 
-    extras                    a missing optional package names the pip extra that installs it
+    extras, checks            a missing optional package names its pip extra; argument checks for the boundary
     io, model                 files and image grids; the DiT itself (torch + einops only)
     diffusion, data, checkpoint
     sampling, eval            sampling a model; Gflops, Table 4, judge and metrics

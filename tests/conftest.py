@@ -10,12 +10,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ditlab.io import fixture_path  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"  # beside a developer's checkout: real data (MNIST, CIFAR-10); absent in a user's clone
 MNIST = SHARED / "data" / "mnist.npz"
 CIFAR = SHARED / "data" / "cifar10.zip"
-FIXTURES = ROOT / "tests" / "fixtures" / "official_dit"  # committed: the official DiT code's outputs
-SIT_FIXTURES = ROOT / "tests" / "fixtures" / "official_sit"  # committed: the official SiT code's outputs
+FIXTURES = fixture_path("official_dit/config.json").parent  # shipped: the official DiT code's outputs
+SIT_FIXTURES = fixture_path("official_sit/config.json").parent  # shipped: the official SiT code's outputs
 
 
 def _needs(path: Path):
@@ -38,7 +40,7 @@ def load_script(path: Path):
 
 @pytest.fixture(scope="session")
 def reference():
-    """Outputs of the official DiT code on the tiny config (see tests/fixtures/README.md)."""
+    """Outputs of the official DiT code on the tiny config (see data/fixtures/README.md)."""
     from safetensors.torch import load_file
 
     return load_file(str(FIXTURES / "reference.safetensors"))

@@ -1,13 +1,12 @@
-"""Gflops and params reproduce the paper's Table 4 (fixtures/paper_table4.csv)."""
+"""Gflops and params reproduce the paper's Table 4 (ditlab/eval/paper_table4.csv)."""
 import pytest
-from conftest import ROOT
 
 from ditlab.cli import main
 from ditlab.eval import (FLOPS_PARTS, count_flops, count_params, estimate_flops, estimate_params, flops_breakdown,
                          flops_table, paper_table)
 from ditlab.model import get_config
 
-ROWS = paper_table(path=ROOT / "tests" / "fixtures" / "paper_table4.csv")
+ROWS = paper_table()
 
 
 def _id(r):

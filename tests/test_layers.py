@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "ditlab"
 
 # lowest first; a unit may import from itself and from units of a lower layer, never sideways or up
 LAYERS = [
-    ("extras",),
+    ("extras", "checks"),
     ("io", "model"),
     ("diffusion", "data", "checkpoint"),
     ("sampling", "eval"),

@@ -17,7 +17,7 @@ from conftest import ROOT
 from safetensors import safe_open
 from test_train import TINY
 
-import ditlab.io
+import ditlab.io.files
 from ditlab import load_model
 from ditlab.data import load_dataset
 from ditlab.training import train
@@ -78,11 +78,11 @@ def test_resume_needs_a_checkpoint_and_bad_out_dirs_fail_before_the_data(tmp_pat
 # ---- kill -9 mid-write, and between the checkpoint and its EMA -------------------------------------------
 CHILD = """
 import json, os, signal, sys
-import ditlab.io
+import ditlab.io.files
 from ditlab.training import train
 
 kill = json.loads(sys.argv[1])  # the write to die in: {"format": ..., "step": ..., "half": bool}
-real = ditlab.io.save_file
+real = ditlab.io.files.save_file
 
 def save_file(tensors, path, metadata=None):
     meta = metadata or {}
@@ -93,7 +93,7 @@ def save_file(tensors, path, metadata=None):
         os.kill(os.getpid(), signal.SIGKILL)
     real(tensors, path, metadata=metadata)
 
-ditlab.io.save_file = save_file
+ditlab.io.files.save_file = save_file
 train(**json.loads(sys.argv[2]))
 """
 
@@ -186,7 +186,7 @@ def test_two_runs_never_share_a_folder_and_signals_release_the_lock(tmp_path):
 # ---- disk full; sampling fails ------------------------------------------------------------------------------
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, digits, monkeypatch):
     d = tmp_path / "run"
-    real = ditlab.io.save_file
+    real = ditlab.io.files.save_file
 
     def full_disk(tensors, path, metadata=None):
         if (metadata or {}).get("step") == "4":
@@ -195,13 +195,13 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, digits, 
             raise OSError(errno.ENOSPC, "No space left on device")
         real(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(ditlab.io, "save_file", full_disk)
+    monkeypatch.setattr(ditlab.io.files, "save_file", full_disk)
     with pytest.raises(OSError, match="could not write the checkpoint of step 4 .*No space left on device.*"
                                       "the checkpoint of step 2 is kept.*--resume") as e:
         train(**TINY, steps=6, ckpt_every=2, out_dir=str(d), dataset=digits)
     assert e.value.errno == errno.ENOSPC
     assert _meta(d / "checkpoint.safetensors")["step"] == "2" and not list(d.glob(".*.tmp"))
-    monkeypatch.setattr(ditlab.io, "save_file", real)  # space freed: the run continues (and its lock was released)
+    monkeypatch.setattr(ditlab.io.files, "save_file", real)  # space freed: the run continues (and its lock was released)
     assert train(**TINY, steps=6, ckpt_every=2, out_dir=str(d), dataset=digits, resume=True)["step"] == 6
 
 
