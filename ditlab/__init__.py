@@ -5,7 +5,8 @@ The library is a stack of layers; each imports only from the layers below it (te
     extras, checks            a missing optional package names its pip extra; argument checks for the boundary
     io, model                 files and image grids; the DiT itself (torch + einops only)
     diffusion, data, checkpoint
-    sampling, eval            sampling a model; Gflops, Table 4, judge and metrics
+    sampling                  sampling a model
+    eval                      Gflops, Table 4, judge, metrics and a training run's verdict (which samples)
     training                  the training loop
     hub, studies, zoo         diffusers and released weights; the scaling study; the shipped checkpoints
     teach                     the notebooks' figures and widgets

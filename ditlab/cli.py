@@ -22,6 +22,7 @@ from .sampling import SAMPLERS, check_sample_args, sample
 from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
+from .training.advice import command_line
 from .training.config import RECIPE_FIELDS, RECIPE_NAMES
 
 
@@ -60,7 +61,8 @@ def _train_kwargs(args) -> dict:
 
 
 def cmd_train(args) -> None:
-    result = train(**_train_kwargs(args))
+    with command_line("ditlab train"):  # advice in messages as flags of this command
+        result = train(**_train_kwargs(args))
     out = result["out_dir"]
     print(f"EMA weights: {out / 'ema.safetensors'}   config: {out / 'config.json'}   metrics: {out / 'metrics.json'}")
 
@@ -90,7 +92,9 @@ def cmd_sample(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps, overwrite=args.overwrite)
+    with command_line("ditlab demo"):  # advice in messages as flags of this command (--resume, --steps, ...)
+        run_demo(out_dir=args.out_dir, smoke=args.smoke, steps=args.steps, overwrite=args.overwrite,
+                 resume=args.resume)
 
 
 def cmd_scaling(args) -> None:
@@ -100,7 +104,8 @@ def cmd_scaling(args) -> None:
               reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
-    rows = run_scaling(**kw)
+    with command_line("ditlab scaling"):
+        rows = run_scaling(**kw)
     for r in rows:
         print(f"{r['model']:<12} tokens {r['tokens']:>4}  Gflops {r['gflops']:.4f}  FD {r['fd']:.2f}  acc {r['accuracy']:.2f}")
     print(summarize(rows))
@@ -115,7 +120,8 @@ def cmd_objectives(args) -> None:
               reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, nfes=[2, 4], samples_per_class=1, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
-    rows = run_objectives(**kw)
+    with command_line("ditlab objectives"):
+        rows = run_objectives(**kw)
     print(markdown_table(rows))
     print(f"wrote {args.out_dir}/objectives.csv, objectives.png and objectives_grids.png")
 
@@ -191,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     d.add_argument("--smoke", action="store_true", help="a tiny run that checks the pipeline in seconds")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir (else refused)")
+    d.add_argument("--resume", action="store_true", help="continue the demo in --out-dir from its checkpoint "
+                   "(with --steps N: train on to step N), then judge it again")
     d.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("playground", help="the sampling playground and scaling explorer as a web app (Voilà, "

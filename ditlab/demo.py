@@ -2,7 +2,7 @@
 
 Trains a small DiT (adaLN-Zero, label dropout) with the quick recipe (training/recipes.py: flow matching, as in SiT),
 samples a class-conditional grid with the Euler ODE sampler and classifier-free guidance, and judges the samples with
-a classifier trained on the real digits (the verdict of training/verdict.py: conditional accuracy and a Fréchet distance in its feature
+a classifier trained on the real digits (the verdict of eval/verdict.py: conditional accuracy and a Fréchet distance in its feature
 space). Writes to `runs/demo/`: samples.png, loss_curve.png, metrics.json, and the training run (ema.safetensors,
 log.csv, config.json, ...).
 """
@@ -14,7 +14,8 @@ import torch
 from .data import load_dataset
 from .teach.viz_training import loss_curve
 from .training import read_log, train
-from .training.verdict import format_verdict, run_verdict, write_metrics
+from .training.advice import on_cli
+from .eval.verdict import format_verdict, run_verdict, write_metrics
 
 # The quick recipe on the digits resized to 16 px: DiT-Mi/8 (1.9 M parameters, 2x2 tokens, 0.006 Gflops), rectified
 # flow (velocity), AdamW at lr 4e-3 after a 100-step warm-up, EMA 0.999, batch 64 (README "Recipes": measurements).
@@ -25,10 +26,11 @@ SAMPLING = dict(steps=25, cfg_scale=4.0, per_class=10)  # the model's sampler: e
 
 
 def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int | None = None,
-             overwrite: bool = False) -> dict:
-    """The demo; a folder holding an earlier demo is refused unless `overwrite` (it is then replaced)."""
+             overwrite: bool = False, resume: bool = False) -> dict:
+    """The demo; a folder holding an earlier demo is refused unless `overwrite` (it is then replaced) or `resume`
+    (it is continued from its checkpoint, to `steps` if given, and judged again)."""
     out = Path(out_dir)
-    options = dict(SMOKE if smoke else DEMO, out_dir=str(out), overwrite=overwrite)
+    options = dict(SMOKE if smoke else DEMO, out_dir=str(out), overwrite=overwrite, resume=resume)
     if steps is not None:
         options["steps"] = steps
     t0, c0 = time.perf_counter(), time.process_time()
@@ -42,12 +44,12 @@ def run_demo(out_dir: str | Path = "runs/demo", smoke: bool = False, steps: int 
     log = read_log(out)
     verdict = run_verdict(run["ema"], run["train_config"], data, log, per_class=2 if smoke else SAMPLING["per_class"],
                           steps=5 if smoke else SAMPLING["steps"], cfg_scale=SAMPLING["cfg_scale"],
-                          grid=out / "samples.png", smoke=smoke)
+                          grid=out / "samples.png", smoke=smoke, cli=on_cli())
 
     print("[3/3] writing the loss curve and metrics ...")
     loss_curve(log).savefig(out / "loss_curve.png", dpi=120, bbox_inches="tight")
     total = time.perf_counter() - t0
-    result = dict(accuracy=verdict["accuracy"], fd=verdict["fd"], n_samples=verdict["n"], train_steps=run["step"],
+    result = dict(accuracy=verdict["accuracy"], accuracy_unguided=verdict["accuracy_unguided"], fd=verdict["fd"], n_samples=verdict["n"], train_steps=run["step"],
                   train_seconds=round(t_train, 1), total_seconds=round(total, 1),
                   cpu_seconds=round(time.process_time() - c0, 1), final_loss=log[-1]["loss"],
                   params=sum(p.numel() for p in run["ema"].parameters()), model=run["train_config"].model,

@@ -8,7 +8,8 @@ import torch
 from ditlab.cli import main
 from ditlab.model import get_config
 from ditlab.training import TrainConfig, explain_precision, hardware, resolve_precision, resolve_recipe, train
-from ditlab.training.recipes import LONG_RUN, PAPER, QUICK, choose_recipe, keep_resumed, patch_for
+from ditlab.training.recipes import LONG_RUN, PAPER, QUICK, choose_recipe, patch_for
+from ditlab.training.resume import keep_resumed
 
 TINY_ARGS = {"depth": 2, "hidden_size": 32, "num_heads": 2}
 

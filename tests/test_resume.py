@@ -75,6 +75,6 @@ def test_other_data_under_the_same_name_and_fewer_steps_are_refused(run, digits)
     flipped = ImageDataset(digits.images.flip(-1), digits.labels, digits.classes, name="digits")
     with pytest.raises(ValueError, match="the training data changed"):
         train(**TINY, steps=5, out_dir=str(run), resume=True, dataset=flipped)
-    with pytest.raises(ValueError, match="checkpoint is at step 3; pass steps >= 3"):
+    with pytest.raises(ValueError, match="with steps=2: its checkpoint is at step 3; pass steps=3 or more"):
         train(**TINY, steps=2, out_dir=str(run), resume=True, dataset=digits)
     assert train(**TINY, steps=3, out_dir=str(run), resume=True, dataset=digits)["step"] == 3  # nothing left to do

@@ -45,7 +45,7 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_clears_it(tmp_pa
     d = tmp_path / "run"
     train(**{**TINY, "sample_every": 2, "sample_steps": 2}, steps=4, ckpt_every=2, out_dir=str(d), dataset=digits)
     before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"}
-    with pytest.raises(FileExistsError, match=r"already holds a run .*--resume.*--out-dir or --overwrite"):
+    with pytest.raises(FileExistsError, match=r"already holds a run .*resume=True.*out_dir='DIR' or overwrite=True"):
         train(**TINY, steps=2, out_dir=str(d), dataset=digits)
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"} == before  # nothing touched
     assert sorted(p.name for p in (d / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
@@ -61,7 +61,7 @@ def test_resume_needs_a_checkpoint_and_bad_out_dirs_fail_before_the_data(tmp_pat
     from ditlab.training import loop
 
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the folder was checked"))
-    with pytest.raises(FileNotFoundError, match="resume=True but .*does not exist.*without --resume"):
+    with pytest.raises(FileNotFoundError, match="resume=True but .*does not exist.*without resume=True"):
         train(**TINY, steps=1, out_dir=str(tmp_path / "new"), resume=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="out_dir .*file' is a file"):
@@ -197,7 +197,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, digits, 
 
     monkeypatch.setattr(ditlab.io.files, "save_file", full_disk)
     with pytest.raises(OSError, match="could not write the checkpoint of step 4 .*No space left on device.*"
-                                      "the checkpoint of step 2 is kept.*--resume") as e:
+                                      "the checkpoint of step 2 in it is intact.*resume=True") as e:
         train(**TINY, steps=6, ckpt_every=2, out_dir=str(d), dataset=digits)
     assert e.value.errno == errno.ENOSPC
     assert _meta(d / "checkpoint.safetensors")["step"] == "2" and not list(d.glob(".*.tmp"))
@@ -216,3 +216,99 @@ def test_a_failing_sample_grid_comes_after_the_checkpoint_of_its_step(tmp_path, 
         train(**{**TINY, "sample_every": 2}, steps=4, ckpt_every=2, out_dir=str(tmp_path / "r"), dataset=digits)
     assert _meta(tmp_path / "r" / "checkpoint.safetensors")["step"] == "2"
     assert _meta(tmp_path / "r" / "ema.safetensors")["step"] == "2"
+
+
+# ---- overwrite deletes only what ditlab wrote; a real full disk; Ctrl-C exits 130 ---------------------------
+def _sums(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_deletes_only_the_runs_files_never_the_users_or_the_data(tmp_path, digits, capsys):
+    d = tmp_path / "run"
+    d.mkdir()
+    data = d / "mydigits.npz"  # the run's input, inside its own folder
+    import numpy as np
+
+    np.savez(data, x_train=digits.images.numpy(), y_train=digits.labels.numpy())
+    (d / "notes.txt").write_text("my notes")
+    (d / "samples").mkdir()
+    (d / "samples" / "favourite.png").write_bytes(b"not ditlab's")
+    kw = dict(TINY, data=str(data), steps=2, ckpt_every=2, sample_every=2, sample_steps=2, out_dir=str(d))
+    train(**kw)
+    users = {k: v for k, v in _sums(d).items() if k in ("mydigits.npz", "notes.txt", "samples/favourite.png")}
+    assert len(users) == 3 and (d / "samples" / "step_0000002.png").exists()
+    capsys.readouterr()
+    train(**kw, overwrite=True)
+    assert "kept 3 that ditlab did not write: mydigits.npz, notes.txt, samples" in capsys.readouterr().out
+    after = _sums(d)
+    assert {k: after[k] for k in users} == users  # byte for byte
+    assert _meta(d / "checkpoint.safetensors")["step"] == "2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/proc/filesystems"),
+                    reason="a real full disk needs a small tmpfs, which only root can mount")
+def test_a_real_full_disk_is_an_error_naming_the_folder_and_the_intact_checkpoint(tmp_path, digits):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mount -t tmpfs failed (no CAP_SYS_ADMIN in this container)")
+    try:
+        def fill(event, info):  # after the checkpoint of step 2, something else fills the disk
+            if event == "log" and info["step"] == 3:
+                with open(disk / "filler", "wb") as f:
+                    try:
+                        while True:
+                            f.write(b"\0" * 65536)
+                            f.flush()
+                    except OSError:
+                        pass
+
+        with pytest.raises(OSError, match=f"could not write the checkpoint of step 4 in {disk / 'run'} .*"
+                                          "the checkpoint of step 2 in it is intact") as e:
+            train(**TINY, steps=6, ckpt_every=2, out_dir=str(disk / "run"), dataset=digits, callback=fill)
+        assert e.value.errno == errno.ENOSPC
+        assert _meta(disk / "run" / "checkpoint.safetensors")["step"] == "2" and not list((disk / "run").glob(".*.tmp"))
+        (disk / "filler").unlink()
+        assert load_model(disk / "run").config.num_classes == 10
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_ctrl_c_exits_130_after_saving_its_step(tmp_path):
+    d = tmp_path / "run"
+    p = subprocess.Popen(_cli(d), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_checkpoint(d / "checkpoint.safetensors", p)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in err and "--resume" in err and "resume=True" not in err + out
+    assert int(_meta(d / "checkpoint.safetensors")["step"]) >= 1 and _meta(d / "ema.safetensors")["step"] == \
+        _meta(d / "checkpoint.safetensors")["step"]
+
+
+# ---- resume from a file that is not a training checkpoint --------------------------------------------------
+@pytest.mark.parametrize("damage, match", [
+    (lambda m: {"format": "ditlab", "config": m["config"]}, "has no training metadata .*holds weights only"),
+    (lambda m: {**m, "train_config": "{not json"}, "metadata field 'train_config' is not valid JSON"),
+    (lambda m: {**m, "objective": '{"objective": "diffusion"}'}, "metadata field 'objective' must be one of"),
+    (lambda m: {**m, "train_config": m["train_config"].replace('"objective": "ddpm"', '"objective": "sde"')},
+     "metadata field 'train_config' objective must be one of"),
+])
+def test_resume_from_a_checkpoint_without_valid_training_metadata_names_the_file_and_field(tmp_path, digits, damage,
+                                                                                         match):
+    from ditlab.io import save_tensors
+
+    d = tmp_path / "run"
+    train(**TINY, steps=2, ckpt_every=2, out_dir=str(d), dataset=digits)
+    ckpt = d / "checkpoint.safetensors"
+    save_tensors(ckpt, _tensors(ckpt), damage(_meta(ckpt)))
+    with pytest.raises(ValueError, match=f"{ckpt}.*{match}|{match}.*"):
+        train(**TINY, steps=4, out_dir=str(d), dataset=digits, resume=True)
+    with pytest.raises(ValueError, match=str(ckpt)):
+        train(**TINY, steps=4, out_dir=str(d), dataset=digits, resume=True)

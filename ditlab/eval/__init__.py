@@ -5,6 +5,7 @@ its samples.
     table4.py   the paper's Table 4 as typed rows, `ditlab flops`'s comparison, Fig. 8 drawn from it
     judge.py    a small classifier trained on the real data: the offline stand-in for Inception-V3
     metrics.py  conditional accuracy, Fréchet distance, Inception FID (extra), ADM .npz samples
+    verdict.py  the end of a training run: guided and unguided samples judged against the range the data allows
 """
 from .flops import FLOPS_PARTS, count_flops, count_params, estimate_flops, estimate_params, flops_breakdown
 from .judge import Judge, get_judge, load_judge, train_judge

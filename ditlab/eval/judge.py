@@ -8,7 +8,6 @@ Inception-V3 network behind the paper's FID (§4). `get_judge` trains one in wel
 """
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -19,9 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checks import integer, number, of_type, one_of
 from ..data import load_dataset
 from ..io import atomic_write, default_cache_dir, load_tensors, save_tensors, uint8_to_float
 
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 JUDGE_VERSION = 1  # bump when the architecture or the recipe changes (invalidates cached judges)
 
 
@@ -31,12 +32,9 @@ class Judge(nn.Module):
     def __init__(self, channels=1, image_size=32, num_classes=10, width=32, feat_dim=128, classes=None):
         super().__init__()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        if len(hw) != 2 or min(hw) < 8:
-            raise ValueError(f"image_size must be an int or (H, W) with H, W >= 8, got {image_size!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        one_of("channels", channels, (1, 3))
+        integer(f"image_size {image_size!r} (an int or (H, W)): its smaller side", min(hw) if len(hw) == 2 else 0, min=8)
+        integer("num_classes", num_classes, min=2)
 
         def block(c_in, c_out, k=3, stride=1):
             return [nn.Conv2d(c_in, c_out, k, stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
@@ -89,19 +87,14 @@ def check_images(judge, images, name="images"):
     """Validate images for `judge` -> float32 tensor (N, C, H, W) clamped to [-1, 1]."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array (N, C, H, W), got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be float in [-1, 1], got dtype {images.dtype}"
-                         " (convert uint8 pixels with ditlab.io.uint8_to_float)")
+    of_type(name, images, torch.Tensor, "a torch.Tensor or numpy array (N, C, H, W)")
+    one_of(f"{name}.dtype", images.dtype, FLOATS, " (float in [-1, 1]: convert uint8 pixels with ditlab.io.uint8_to_float)")
     want = (judge.channels, *judge.hw)
-    if images.ndim != 4 or tuple(images.shape[1:]) != want or len(images) == 0:
-        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, want))}) with N >= 1 for this judge "
-                         f"(channels={judge.channels}, image_size={judge.image_size}), got {tuple(images.shape)}")
-    lo, hi = images.min().item(), images.max().item()
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -2 or hi > 2:
-        raise ValueError(f"{name} must be float in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                         " (pixels in [0, 255]? use ditlab.io.uint8_to_float)")
+    one_of(f"{name}.shape[1:]", tuple(images.shape[1:]), [want], f" (images (N, {', '.join(map(str, want))}) for this "
+           f"judge: channels={judge.channels}, image_size={judge.image_size})")
+    integer(f"the number of {name}", len(images), min=1)
+    for value, bound in ((images.min().item(), dict(min=-2)), (images.max().item(), dict(max=2))):
+        number(f"{name} (float in [-1, 1]; pixels in [0, 255]? use ditlab.io.uint8_to_float): a value", value, **bound)
     return images.float().clamp(-1, 1)  # like saving an image would
 
 
@@ -110,10 +103,9 @@ def check_labels(judge, labels, n):
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if tuple(labels.shape) != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match the images, got {tuple(labels.shape)}")
-    if n and (labels.min() < 0 or labels.max() >= judge.num_classes):
-        raise ValueError(f"labels must be in [0, {judge.num_classes - 1}], got [{labels.min()}, {labels.max()}]")
+    one_of("labels.shape", tuple(labels.shape), [(n,)], " (one label per image)")
+    for value in (labels.min(), labels.max()) if n else ():
+        integer("labels", int(value), min=0, max=judge.num_classes - 1)
     return labels.long().cpu()
 
 
@@ -122,8 +114,7 @@ def check_labels(judge, labels, n):
 def train_judge(dataset, steps=400, batch_size=128, lr=3e-3, width=32, seed=0, device=None, progress=True):
     """Train a Judge on an ImageDataset (uint8 `.images`, `.labels`, `.classes`): AdamW, one-cycle lr."""
     n = len(dataset.images)
-    if n < 2:
-        raise ValueError(f"dataset must hold at least 2 images, got {n}")
+    integer("the number of dataset images", n, min=2)
     device = torch.device(device or "cpu")
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         torch.manual_seed(seed)
@@ -165,8 +156,7 @@ def save_judge(judge, path):
 def load_judge(path, device=None):
     """Load a judge written by `save_judge` (eval mode)."""
     tensors, meta = load_tensors(path)
-    if meta.get("format") != "ditlab-judge":
-        raise ValueError(f"{path} is not a ditlab judge file (metadata format={meta.get('format')!r})")
+    one_of(f"{path}: metadata format", meta.get("format"), ["ditlab-judge"], " (else: not a ditlab judge file)")
     cfg = json.loads(meta["config"])
     judge = Judge(cfg["channels"], tuple(cfg["image_size"]), cfg["num_classes"], cfg["width"], cfg["feat_dim"],
                   classes=cfg["classes"])
@@ -185,8 +175,7 @@ def get_judge(dataset="digits", image_size=None, channels=None, *, test_dataset=
     named = isinstance(dataset, (str, os.PathLike))
     if smoke:
         steps, limit = 20, (limit or 2048) if named else limit
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    integer("steps", steps, min=1)
     if named:
         train = load_dataset(dataset, "train", image_size, channels, limit=limit, cache_dir=cache_dir)
         if test_dataset is None:
@@ -199,10 +188,8 @@ def get_judge(dataset="digits", image_size=None, channels=None, *, test_dataset=
         shape = tuple(train.images.shape[1:])
         for arg, val, have in (("image_size", image_size, shape[1:]), ("channels", channels, shape[0])):
             if val is not None and val != have and (val, val) != have:
-                raise ValueError(f"{arg}={val!r} does not match the dataset ({have}); resize it with "
-                                 f"load_dataset(..., {arg}=...) instead")
-        if limit is not None:
-            raise ValueError("limit only applies when dataset is a name or path; subset the ImageDataset instead")
+                raise ValueError(f"{arg}={val!r} does not match the dataset ({have}); use load_dataset(..., {arg}=...)")
+        one_of("limit", limit, [None], " (limit applies when dataset is a name or path; subset the ImageDataset)")
     else:
         raise TypeError(f"dataset must be a name, a path or an ImageDataset, got {type(dataset).__name__}")
 

@@ -88,15 +88,22 @@ def run_scaling(sizes=("Pico", "Nano", "Mi"), patches=(2, 4, 8), data="digits", 
     judge = get_judge(data, image_size=image_size, progress=progress, **(judge_kwargs or {}))
     real_stats = feature_stats(judge, real.get_batch(torch.arange(len(real)))[0])  # once for all runs
     rows, n_runs = [], len(sizes) * len(patches)
+    names = [f"DiT-{size}/{p}" for size in sizes for p in patches]
+    left = {n: steps - ((logged_steps(study_dir(out, steps) / n.replace("/", "_")) if reuse else None) or 0)
+            for n in names}
+    per_step = {n: step_seconds(n, train_set, batch_size) if left[n] and progress else 0.0 for n in names}
+    if progress:  # the header: what will happen, and for how long (a few timed steps of each model)
+        print(f"scaling: {data} ({len(train_set)} images) at {image_size} px | {n_runs} models {', '.join(names)} | "
+              f"{steps} steps each, batch {batch_size}, DDPM | precision auto | -> {study_dir(out, steps)} | about "
+              f"{_duration(sum(left[n] * per_step[n] for n in names))} of training in all", flush=True)
     for size in sizes:
         for p in patches:
             name = f"DiT-{size}/{p}"
             run_dir = study_dir(out, steps) / name.replace("/", "_")
             done = logged_steps(run_dir) if reuse else None  # an earlier run of this study: finish or re-judge it
             if progress:
-                left = steps - (done or 0)
-                est = f"about {_duration(left * step_seconds(name, train_set, batch_size))}" if left else "finished"
-                print(f"[{len(rows) + 1}/{n_runs}] {name}: {left} of {steps} steps to train, {est} "
+                est = f"about {_duration(left[name] * per_step[name])}" if left[name] else "finished"
+                print(f"[{len(rows) + 1}/{n_runs}] {name}: {left[name]} of {steps} steps to train, {est} "
                       f"(Ctrl-C saves a checkpoint; run again to continue)", flush=True)
             t0 = time.perf_counter()
             run = train(model=name, objective="ddpm", warmup_steps=0, dataset=train_set, steps=steps,

@@ -4,12 +4,15 @@
     hardware.py  device, precision (bf16 / fp16 + grad scaler / fp32; bf16 on CPUs where it pays) and DDP processes
     recipes.py   recipes by scale: the hyper-parameters of the options a run leaves unset (quick / paper)
     ema.py       the EMA of the weights that samples are drawn from
-    state.py     the resumable state (weights, EMA, optimizer, RNG) in one atomic safetensors file
+    resume.py    resuming, in one place: the resumable state (weights, EMA, optimizer, RNG) in one atomic
+                 safetensors file, what a resumed run keeps, and what it may change (applied and reported, or refused)
     rundir.py    the run folder: a lock, no silent clobbering (resume / overwrite), orphaned temp files removed
-    resume.py    what a resumed run may change: applied and reported, or refused
-    log.py       log.csv, one row per logged step
-    loop.py      train(): the loop itself
-    verdict.py   the end of a run: a guided sample grid judged against the expected range, with a hint
+    interrupt.py Ctrl-C: finish the step, save it, stop
+    advice.py    messages speak the caller's language: flags on the command line, keywords in Python
+    log.py       what a run writes about itself: the header line, log.csv, config.json, metrics.json
+    loop.py      train(): data -> noise -> loss -> step -> EMA -> log -> checkpoint, top to bottom
+
+The verdict that ends a run (a judged sample grid) is evaluation: ditlab/eval/verdict.py.
 """
 from .config import OBJECTIVES, PRECISIONS, TrainConfig, build_model_config, build_objective, describe_objective
 from .hardware import explain_precision, resolve_precision

@@ -2,12 +2,12 @@
 when it is made — types from the field annotations, ranges and the model below — so that bad options fail before
 any data is loaded; the model config sized to the data; and the training objective (DDPM as in the paper, or
 flow matching as in SiT)."""
-import math
 import numbers
 import os
 import typing
 from dataclasses import dataclass, field, fields
 
+from ..checks import finite, integer, number, one_of, positive
 from ..diffusion import GaussianDiffusion, create_diffusion
 from ..diffusion.flow import LOSS_WEIGHTS, PREDICTIONS, T_SAMPLINGS, FlowMatching, create_flow
 from ..diffusion.interpolants import PATHS
@@ -20,6 +20,11 @@ FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": L
 DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
 RECIPE_NAMES = ("auto", "quick", "paper")
 RECIPE_FIELDS = ("model", "objective", "steps", "batch_size", "lr", "warmup_steps", "ema_decay")  # None: the recipe's
+# (option, check, bounds) for the numbers; None (unset) is not checked
+RANGES = [*((k, integer, dict(min=1)) for k in ("steps", "batch_size", "log_every", "ckpt_every", "image_size", "limit")),
+          ("sample_steps", integer, dict(min=1, max=DIFFUSION_STEPS)), ("sample_every", integer, dict(min=0)),
+          ("warmup_steps", integer, dict(min=0)), ("lr", positive, {}), ("weight_decay", number, dict(min=0)),
+          ("ema_decay", number, dict(min=0, max=1)), ("grad_clip", positive, {}), ("sample_cfg", finite, {})]
 
 
 @dataclass
@@ -68,40 +73,18 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.out_dir, os.PathLike):
             self.out_dir = os.fspath(self.out_dir)
-        for f in fields(self):
+        for f in fields(self):  # the types of the annotations, then the ranges
             setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), f.type))
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_steps", "image_size", "limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.sample_steps > DIFFUSION_STEPS:
-            raise ValueError(f"sample_steps must be at most {DIFFUSION_STEPS} (the diffusion's steps), got {self.sample_steps}")
-        if self.sample_every < 0:
-            raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
-        for name, ok, rule in [("lr", self.lr is None or self.lr > 0, "> 0"),
-                               ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                               ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
-                               ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
-                               ("sample_cfg", True, "a finite guidance scale (1: none)")]:
-            v = getattr(self, name)
-            if not ok or (v is not None and not math.isfinite(v)):
-                raise ValueError(f"{name} must be {rule}, got {v!r}")
-        if self.recipe not in RECIPE_NAMES:
-            raise ValueError(f"recipe must be one of {list(RECIPE_NAMES)}, got {self.recipe!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.objective is not None and self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        for name, allowed in FLOW_FIELDS.items():
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        for name, check, bounds in RANGES:
+            if getattr(self, name) is not None:
+                setattr(self, name, check(name, getattr(self, name), **bounds))
+        if self.ema_decay == 1:
+            raise ValueError("ema_decay must be in [0, 1) (1 would never move the EMA from the initial weights), got 1.0")
+        for name, allowed in (("recipe", RECIPE_NAMES), ("precision", PRECISIONS), ("objective", (None, *OBJECTIVES)),
+                              ("channels", (None, 1, 3)), *((k, (None, *v)) for k, v in FLOW_FIELDS.items())):
+            one_of(name, getattr(self, name), allowed)
         if self.objective is not None:  # None: checked again once the recipe has chosen the objective
             check_flow_fields(self)
-        if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be None, 1 or 3, got {self.channels!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
         # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
@@ -110,7 +93,7 @@ class TrainConfig:
         try:
             patch = get_config(model, **self.model_args).patch_size
             get_config(model, **{"input_size": self.image_size or patch, **self.model_args,
-                                      "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
+                                 "class_dropout_prob": self.class_dropout_prob, "learn_sigma": self.learn_sigma})
         except ValueError as e:
             raise ValueError(f"model={self.model!r}, model_args={self.model_args}"
                              + (f", image_size={self.image_size}" if self.image_size else "") + f": {e}") from None
@@ -118,8 +101,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
+        for name in d:
+            one_of("TrainConfig field", name, sorted(known))
         return cls(**d)
 
 

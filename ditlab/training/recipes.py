@@ -74,22 +74,10 @@ def _tokens(hw, p) -> str:
     return f"{hw[0] // p}x{hw[1] // p} = {hw[0] * hw[1] // p ** 2} tokens at {hw[0]}x{hw[1]}"
 
 
-def keep_resumed(cfg: TrainConfig, stored: dict) -> tuple[TrainConfig, tuple]:
-    """A resumed run keeps its recipe and the values of the options not given again -> (config, names kept).
-    An explicit `recipe` on resume gives the unset lr, warm-up, EMA decay and steps that recipe's values instead;
-    model, objective and batch size stay the run's either way (they fix the model and the order of the data:
-    resume.py)."""
-    fixed = ("model", "objective", "batch_size") if cfg.recipe != "auto" else RECIPE_FIELDS
-    kept = {k: stored[k] for k in fixed if getattr(cfg, k) is None and k in stored}
-    if cfg.recipe == "auto" and "recipe" in stored:
-        kept["recipe"] = stored["recipe"]
-    return replace(cfg, **kept), tuple(kept)
-
-
 def resolve_recipe(cfg: TrainConfig, hw: tuple[int, int], kept: tuple = ()) -> tuple[TrainConfig, dict]:
     """Fill the unset (None) RECIPE_FIELDS of cfg -> (resolved config, info for config.json and the printout).
 
-    hw: the model's input size (H, W); kept: the options a resumed run kept (`keep_resumed`)."""
+    hw: the model's input size (H, W); kept: the options a resumed run kept (`resume.keep_resumed`)."""
     name, why = choose_recipe(cfg)
     if "recipe" in kept:
         why = "the resumed run's recipe"

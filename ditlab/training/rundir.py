@@ -5,15 +5,17 @@
   drops the lock of a process that dies, even by `kill -9`, so a crash never leaves a folder locked.
 - No silent clobbering: a new run (no `resume`) refuses a folder that already holds a run's files, naming
   the two ways on: `resume=True` to continue it, or a new `out_dir` / `overwrite=True` to clear it first.
+  `overwrite` deletes only the files ditlab writes into a run folder (OWN, samples/step_*.png), never a file of
+  the user's (kept, and listed) nor an input of the run (the `data` file or folder, wherever it lives).
 - Cleanup: files are written atomically (a temporary file renamed into place), so a process killed mid-write
   leaves a `.<name>.*.tmp` file behind (up to a whole checkpoint); the next run in the folder removes them.
 """
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..io import check_output_dir
+from .advice import opt
 
 try:
     import fcntl  # POSIX; on Windows run folders are not locked
@@ -22,6 +24,7 @@ except ImportError:  # pragma: no cover
 
 LOCK = ".lock"
 RUN_FILES = ("checkpoint.safetensors", "ema.safetensors", "log.csv", "config.json", "samples")
+OWN = (*RUN_FILES[:-1], "metrics.json", "samples.png", "loss_curve.png")  # what a run (or the demo) writes at the top
 
 
 def run_files(out: Path) -> list[str]:
@@ -30,29 +33,32 @@ def run_files(out: Path) -> list[str]:
 
 
 @contextmanager
-def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
-    """Hold `out_dir` for one run: create it, lock it, refuse or clear an earlier run, remove orphaned
-    temporary files. Yields the folder's Path; the lock is released on exit (also on errors and Ctrl-C)."""
+def run_folder(out_dir, resume: bool = False, overwrite: bool = False, inputs=()):
+    """Hold `out_dir` for one run: create it, lock it, refuse or clear an earlier run (never deleting `inputs`,
+    the paths the run reads), remove orphaned temporary files. Yields the folder's Path; the lock is released on
+    exit (also on errors and Ctrl-C)."""
     out = check_output_dir(out_dir, "out_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise type(e)(f"cannot create the run folder {str(out)!r} ({e.strerror or e}); choose another out_dir") from e
+        raise type(e)(f"cannot create the run folder {str(out)!r} ({e.strerror or e}); choose another "
+                      f"{opt('out_dir', 'DIR')}") from e
     try:
         _lock(fd, out)
         existing = run_files(out)
         if resume and "checkpoint.safetensors" not in existing:
-            raise FileNotFoundError(f"resume=True but {out / 'checkpoint.safetensors'} does not exist"
+            raise FileNotFoundError(f"{opt('resume')} but {out / 'checkpoint.safetensors'} does not exist"
                                     + (f" (the folder holds {existing}: the run stopped before its first checkpoint)"
                                        if existing else "")
-                                    + "; start a new run without --resume (add --overwrite to clear the folder)")
+                                    + f"; start a new run without {opt('resume')}"
+                                    + (f" ({opt('overwrite')} clears the folder)" if existing else ""))
         if existing and not resume:
             if not overwrite:
                 raise FileExistsError(f"{str(out)!r} already holds a run ({', '.join(existing)}); a new run would "
-                                      f"overwrite it. Continue it with --resume (resume=True), or start over with a "
-                                      f"new --out-dir or --overwrite (overwrite=True), which deletes it first")
-            clear(out)
+                                      f"overwrite it. Continue it with {opt('resume')}, or start over with a new "
+                                      f"{opt('out_dir', 'DIR')} or {opt('overwrite')}, which deletes its files first")
+            clear(out, inputs)
         _remove_orphans(out)
         yield out
     finally:
@@ -67,20 +73,24 @@ def _lock(fd: int, out: Path) -> None:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         raise BlockingIOError(f"{str(out)!r} is in use by another ditlab run (pid {holder}); wait for it to finish "
-                              f"or stop it, or choose another --out-dir") from None
+                              f"or stop it, or choose another {opt('out_dir', 'DIR')}") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def clear(out: Path) -> None:
-    """Delete everything in a run folder but its lock (which this process holds)."""
-    for p in out.iterdir():
-        if p.name == LOCK:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
+def clear(out: Path, inputs=()) -> None:
+    """Delete the files a ditlab run wrote in `out` (OWN, samples/step_*.png), none of `inputs`; list the rest."""
+    keep = {Path(p).resolve() for p in inputs}
+    ours = [out / n for n in OWN] + sorted((out / "samples").glob("step_*.png"))
+    for p in ours:
+        if p.is_file() and not p.is_symlink() and p.resolve() not in keep:
             p.unlink()
+    if (out / "samples").is_dir() and not any((out / "samples").iterdir()):
+        (out / "samples").rmdir()
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK and not p.name.endswith(".tmp"))
+    if others:
+        print(f"{out}: overwrite deleted the earlier run's files and kept {len(others)} that ditlab did not write: "
+              + ", ".join(others[:10]) + (" ..." if len(others) > 10 else ""))
 
 
 def _remove_orphans(out: Path) -> None:
