@@ -102,7 +102,7 @@ def test_out_of_memory_is_caught_with_advice(tmp_path, monkeypatch):
             raise err
 
         monkeypatch.setattr(gaussian.GaussianDiffusion, "training_losses", oom)
-        with pytest.raises(MemoryError, match=r"out of memory on cpu with batch_size=8: try a smaller batch_size=4, "
+        with pytest.raises(MemoryError, match=r"out of memory on cpu with a batch of 8: try a smaller batch_size=4, "
                                               r"grad_checkpointing=True"):
             train(**TINY, steps=2, out_dir=str(tmp_path / type(err).__name__), dataset=digits)
 

@@ -76,7 +76,7 @@ def assess(accuracy: float, chance: float, real_accuracy: float, trend: float | 
             return "uncertain", (f"the samples score like real images, but {weak_judge}, so it cannot certify "
                                  "them: look at samples.png")
         return "good", ("good: the samples are recognised as the requested class about as often as real images"
-                        + ("; the loss is still falling: more steps would still improve them" if falling else ""))
+                        + (f"; the loss is still falling: more steps would still improve them ({longer})" if falling else ""))
     if accuracy < chance + CHANCE * (real_accuracy - chance):
         status, what = "untrained", "accuracy at chance: the samples do not show the requested class"
     else:

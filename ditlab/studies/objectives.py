@@ -27,6 +27,7 @@ from ..eval import estimate_flops, estimate_params, evaluate, feature_stats, get
 from ..io import atomic_write, check_output_dir, make_grid
 from ..sampling import sample
 from ..training import read_log, train
+from ..training.advice import on_cli, opt
 from .runs import logged_steps, read_rows, train_seconds, write_rows
 
 MODERN = dict(norm="rmsnorm", mlp="swiglu", qk_norm=True, rope=True)
@@ -134,8 +135,8 @@ def _finished(run_dir: Path, steps: int) -> bool:
     """True when run_dir holds a resumable run of at most `steps` steps (finished ones are only re-judged)."""
     done = logged_steps(run_dir)
     if done is not None and done > steps:
-        raise ValueError(f"{run_dir} holds a run of {done} steps, more than steps={steps}: pass another out_dir, "
-                         "or reuse=False (--retrain) to train it again")
+        raise ValueError(f"{run_dir} holds a run of {done} steps, more than {opt('steps', steps)}: pass another "
+                         f"{opt('out_dir', 'DIR')}, or {'--retrain' if on_cli() else 'reuse=False'} to train it again")
     return done is not None
 
 

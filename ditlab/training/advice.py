@@ -6,6 +6,9 @@ from contextvars import ContextVar
 from ..eval.verdict import option
 
 COMMAND: ContextVar[str | None] = ContextVar("ditlab_command", default=None)  # e.g. "ditlab train"; None: Python
+# the studies train in folders of their own: they resume by themselves, and --retrain starts a run over
+STUDY_FLAGS = {"overwrite": "--retrain", "resume": "the same command again (it resumes)"}
+OWN_FLAGS = {"ditlab scaling": STUDY_FLAGS, "ditlab objectives": STUDY_FLAGS}
 
 
 @contextmanager
@@ -23,5 +26,5 @@ def on_cli() -> bool:
 
 
 def opt(name: str, value=True) -> str:
-    """`--name value` on the command line, `name=value` in Python."""
-    return option(name, value, on_cli())
+    """`--name value` on the command line (or what this command has instead), `name=value` in Python."""
+    return OWN_FLAGS.get(COMMAND.get(), {}).get(name) or option(name, value, on_cli())

@@ -293,7 +293,7 @@ def _out_of_memory_advice(device: torch.device, cfg: TrainConfig):
         if not (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg):
             raise
         batch = info["batch_size"]
-        raise MemoryError(f"out of memory on {device} with batch_size={batch}: try a smaller "
+        raise MemoryError(f"out of memory on {device} with a batch of {batch}: try a smaller "
                           f"{opt('batch_size', max(1, (batch or 2) // 2))}, {opt('grad_checkpointing')}"
                           + (f", or {opt('precision', 'bf16')}" if device.type == "cuda" else "")
                           + f"; checkpoint.safetensors in {cfg.out_dir} (if any) is kept. "

@@ -29,7 +29,7 @@ OWN = (*RUN_FILES[:-1], "metrics.json", "samples.png", "loss_curve.png")  # what
 
 def run_files(out: Path) -> list[str]:
     """The names of a run's files present in `out` (empty for a new or empty folder)."""
-    return [n for n in RUN_FILES if (out / n).exists()]
+    return [n for n in RUN_FILES if (out / n).exists() and (n != "samples" or any((out / n).glob("step_*.png")))]
 
 
 @contextmanager
