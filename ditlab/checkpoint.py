@@ -22,7 +22,7 @@ from .io import open_tensors, resolve_device, save_tensors
 from .model import SIZES, DiT, DiTConfig, get_config
 
 
-TRAIN_FORMAT = "ditlab-train"  # a run's checkpoint.safetensors (training/state.py): model.*, ema.*, opt.*, rng.*
+TRAIN_FORMAT = "ditlab-train"  # a run's checkpoint.safetensors (training/resume.py): model.*, ema.*, opt.*, rng.*
 
 
 def save_model(model: DiT, path: str | os.PathLike, dtype: torch.dtype | None = None, **metadata) -> Path:

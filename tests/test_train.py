@@ -136,10 +136,10 @@ def test_samples_png_and_callback(tmp_path, digits):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(steps=0), "steps must be a positive int"),
-    (dict(batch_size=-1), "batch_size must be a positive int"),
+    (dict(steps=0), "steps must be an int >= 1, got 0"),
+    (dict(batch_size=-1), "batch_size must be an int >= 1, got -1"),
     (dict(precision="fp8"), "precision must be one of"),
-    (dict(lr=0.0), "lr must be > 0"),
+    (dict(lr=0.0), "lr must be a number > 0, got 0.0"),
 ])
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -48,11 +48,7 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False, inputs=()
         _lock(fd, out)
         existing = run_files(out)
         if resume and "checkpoint.safetensors" not in existing:
-            raise FileNotFoundError(f"{opt('resume')} but {out / 'checkpoint.safetensors'} does not exist"
-                                    + (f" (the folder holds {existing}: the run stopped before its first checkpoint)"
-                                       if existing else "")
-                                    + f"; start a new run without {opt('resume')}"
-                                    + (f" ({opt('overwrite')} clears the folder)" if existing else ""))
+            raise FileNotFoundError(_nothing_to_resume(out, existing))
         if existing and not resume:
             if not overwrite:
                 raise FileExistsError(f"{str(out)!r} already holds a run ({', '.join(existing)}); a new run would "
@@ -63,6 +59,12 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False, inputs=()
         yield out
     finally:
         os.close(fd)  # releases the lock
+
+
+def _nothing_to_resume(out: Path, existing: list[str]) -> str:
+    return (f"{opt('resume')} but {out / 'checkpoint.safetensors'} does not exist"
+            + (f" (the folder holds {existing}: the run stopped before its first checkpoint)" if existing else "")
+            + f"; start a new run without {opt('resume')}" + (f" ({opt('overwrite')} clears the folder)" if existing else ""))
 
 
 def _lock(fd: int, out: Path) -> None:
