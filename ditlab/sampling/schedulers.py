@@ -54,8 +54,7 @@ def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.T
     n, C = noise.shape[:2]
     labels = torch.as_tensor(labels, device=noise.device).long().reshape(-1)
     if noise.ndim != 4 or labels.shape[0] != n:
-        raise ValueError(f"noise (N, C, H, W) and labels (N,) must match, got {tuple(noise.shape)} and labels "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(f"noise (N, C, H, W) and labels (N,) must match: {tuple(noise.shape)}, {tuple(labels.shape)}")
     use_sigma = _uses_sigma(scheduler)
     timesteps is None and integer("num_inference_steps", num_inference_steps, min=1, max=1000)
     if isinstance(model, torch.nn.Module):
@@ -72,8 +71,8 @@ def sample_with_scheduler(model, scheduler, noise: torch.Tensor, labels: torch.T
     for t in tqdm(scheduler.timesteps, disable=not progress):
         out = guided(scheduler.scale_model_input(x, t), t.expand(x.shape[0]).to(x.device))
         if use_sigma and out.shape[1] != 2 * C:
-            raise ValueError(f"variance_type='learned_range' needs a learned-Σ model (2C={2 * C} output channels), "
-                             f"got {out.shape[1]}: use scheduler_from_name('ddpm', variance_type='fixed_large')")
+            raise ValueError(f"variance_type='learned_range' needs a learned-Σ model, 2C={2 * C} output channels, not "
+                             f"{out.shape[1]}: use scheduler_from_name('ddpm', variance_type='fixed_large')")
         res = scheduler.step(out if use_sigma else out[:, :C], t, x, **step_kw)
         if trajectory:
             x0 = _pred_x0(scheduler, res, x, t, out[:, :C])

@@ -2,7 +2,7 @@
 made, with the allowed ranges), and which of them fit a model (`model.objective`, recorded in its checkpoint)."""
 from dataclasses import dataclass, replace
 
-from ..checks import integer, is_number, number, one_of
+from ..checks import integer, number, of_type, one_of
 from ..diffusion.flow import FlowMatching, create_flow
 from ..diffusion.interpolants import DIFFUSION_FORMS
 
@@ -26,9 +26,11 @@ class Guidance:
     def __post_init__(self):
         number("cfg_scale", self.scale, min=0, max=MAX_CFG_SCALE)
         self.channels is None or integer("guidance_channels", self.channels, min=1)
-        if self.interval is not None and not (len(self.interval) == 2 and all(map(is_number, self.interval))
-                                              and 0 <= self.interval[0] <= self.interval[1] <= 1):
-            raise ValueError(f"cfg_interval must be (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, got {self.interval!r}")
+        if self.interval is not None:  # (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1
+            integer("len(cfg_interval)", len(of_type("cfg_interval", self.interval, (tuple, list), "(t_lo, t_hi)")),
+                    min=2, max=2)
+            number("cfg_interval t_lo", self.interval[0], min=0, max=1)
+            number("cfg_interval t_hi", self.interval[1], min=self.interval[0], max=1)
 
 
 @dataclass(frozen=True)
