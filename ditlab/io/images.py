@@ -68,6 +68,8 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None, overwrite: bo
     """Write an image grid atomically, PNG or JPEG by the extension of `path` (see `check_image_file`)."""
     path = check_image_file(path, "path", overwrite)
     grid = make_grid(images, nrow).numpy()
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    fmt = FORMATS[path.suffix.lower()]
-    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+    img, fmt = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid), FORMATS[path.suffix.lower()]
+    if fmt == "JPEG" and img.mode == "RGBA":  # no alpha in a JPEG: a 4-channel (latent) grid keeps 3 channels
+        img = img.convert("RGB")
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **options))
