@@ -12,13 +12,16 @@ import argparse
 import json
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from .checkpoint import load_model
 from .demo import run_demo
 from .playground import serve
 from .eval import flops_table, format_table
 from .io import check_output_file, resolve_device, save_tensors
-from .sampling import SAMPLERS, check_sample_args, sample
+from .checks import integer
+from .io.images import check_image_file, grid_shape
+from .sampling import MAX_IMAGES, SAMPLERS, Guidance, Sampler, check_settings, sample
 from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
@@ -69,23 +72,26 @@ def cmd_train(args) -> None:
 
 def cmd_sample(args) -> None:
     # everything that can be checked is, before the model is loaded and sampled
-    check_sample_args(args.steps, args.sampler, args.cfg_scale, args.eta, args.seed, args.guidance_channels)
-    for name in ("nrow", "per_class"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}")
-    check_output_file(args.out, "--out")
+    interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
+    sampler, guidance = check_settings(Sampler(args.sampler, args.eta, args.time_shift, args.diffusion_form),
+                                       Guidance(args.cfg_scale, args.guidance_channels, interval), args.steps, args.seed)
+    if args.nrow is not None:
+        integer("--nrow", args.nrow, min=1)
+    integer("--per-class", args.per_class, min=1, max=MAX_IMAGES)
+    check_image_file(args.out, "--out", args.overwrite)
+    if args.tensors and Path(args.tensors).exists() and not args.overwrite:
+        raise FileExistsError(f"--tensors {args.tensors!r} exists: pass --overwrite to replace it")
     if args.tensors:
         check_output_file(args.tensors, "--tensors")
     resolve_device(args.device or "cpu")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     model = load_model(args.ckpt, device=args.device or "cpu")
-    if labels is None:
-        labels = [i for i in range(model.config.num_classes) for _ in range(args.per_class)]
-    interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
-    out = sample(model, labels, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed,
-                 eta=args.eta, guidance_channels=args.guidance_channels, device=args.device,
-                 time_shift=args.time_shift, cfg_interval=interval, diffusion_form=args.diffusion_form)
-    path = out.save(args.out, nrow=args.nrow)
+    labels = labels or [i for i in range(model.config.num_classes) for _ in range(args.per_class)]
+    integer("the number of images (--labels, or --per-class × classes)", len(labels), max=MAX_IMAGES)
+    grid_shape(len(labels), model.config.hw, args.nrow)
+    out = sample(model, labels, steps=args.steps, sampler=sampler, cfg_scale=guidance, seed=args.seed,
+                 device=args.device)
+    path = out.save(args.out, nrow=args.nrow, overwrite=args.overwrite)
     if args.tensors:
         save_tensors(args.tensors, {"images": out.images, "labels": out.labels})
     print(f"wrote {path} ({len(out.labels)} images)")
@@ -143,20 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample a class-conditional image grid")
     s.add_argument("--ckpt", required=True, help="ditlab run folder / .safetensors, or an official DiT .pt")
     s.add_argument("--labels", default=None, help="comma-separated class ids or names (default: every class)")
-    s.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given")
-    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given "
+                   f"(at most {MAX_IMAGES} images in all)")
+    s.add_argument("--steps", type=int, default=50, help="1..1000")
     s.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="default: ddim for DDPM checkpoints, euler for flow-matching ones (the checkpoint says which)")
-    s.add_argument("--cfg-scale", type=float, default=4.0)
+    s.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance, 0..100 (1 = none)")
     s.add_argument("--guidance-channels", type=int, default=None, help="3 = official DiT guidance")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise (ddim only)")
-    s.add_argument("--time-shift", type=float, default=1.0, help="flow samplers: SD3's time shift (1 = none)")
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0..1 (ddim only)")
+    s.add_argument("--time-shift", type=float, default=1.0, help="flow samplers: SD3's time shift, 0.01..100 (1 = none)")
     s.add_argument("--cfg-interval", default=None, help="flow samplers: guidance only for t in 'LO,HI' (0 noise, 1 data)")
     s.add_argument("--diffusion-form", default="sigma", help="sde-euler / sde-heun: SiT's diffusion coefficient w_t")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--nrow", type=int, default=None)
-    s.add_argument("--out", default="samples.png")
+    s.add_argument("--out", default="samples.png", help="the grid: .png, .jpg or .jpeg")
+    s.add_argument("--overwrite", action="store_true", help="replace an --out or --tensors file that is not an image")
     s.add_argument("--tensors", default=None, help="also save images/labels to this .safetensors")
     s.set_defaults(func=cmd_sample)
 

@@ -128,8 +128,8 @@ def tiny():
     (torch.tensor([1.0]), {}, TypeError, "array of float32"),
     (torch.tensor([True]), {}, TypeError, "array of bool"),
     (object(), {}, TypeError, "labels must be a class id, a class name, or a list"),
-    ([1], dict(cfg_scale=float("nan")), ValueError, "cfg_scale must be finite, got nan"),
-    ([1], dict(cfg_scale=float("inf")), ValueError, "cfg_scale must be finite, got inf"),
+    ([1], dict(cfg_scale=float("nan")), ValueError, "cfg_scale must be a finite number, got nan"),
+    ([1], dict(cfg_scale=float("inf")), ValueError, "cfg_scale must be a finite number, got inf"),
     ([1], dict(cfg_scale="4"), TypeError, "cfg_scale must be a number"),
     ([1], dict(seed=1.5), TypeError, "seed must be an int"),
     ([1], dict(device="gpu0"), ValueError, "device 'gpu0' is not a device name"),
@@ -150,9 +150,9 @@ def test_cli_sample_errors_before_loading(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("model loaded before the error"))
     base = ["sample", "--ckpt", str(tmp_path / "none")]
     assert "--out " + repr(str(tmp_path)) + " is a folder" in _cli_error(capsys, [*base, "--out", str(tmp_path)])
-    assert "--nrow must be a positive int, got 0" in _cli_error(capsys, [*base, "--nrow", "0"])
-    assert "--nrow must be a positive int, got -2" in _cli_error(capsys, [*base, "--nrow", "-2"])
-    assert "cfg_scale must be finite" in _cli_error(capsys, [*base, "--cfg-scale", "nan"])
+    assert "--nrow must be an int >= 1, got 0" in _cli_error(capsys, [*base, "--nrow", "0"])
+    assert "--nrow must be an int >= 1, got -2" in _cli_error(capsys, [*base, "--nrow", "-2"])
+    assert "cfg_scale must be a finite number" in _cli_error(capsys, [*base, "--cfg-scale", "nan"])
     assert "steps must be an int in [1, 1000]" in _cli_error(capsys, [*base, "--steps", "0"])
     (tmp_path / "f").write_text("x")
     assert "is a file, not a folder" in _cli_error(capsys, [*base, "--out", str(tmp_path / "f" / "s.png")])

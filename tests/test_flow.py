@@ -12,7 +12,7 @@ from ditlab.cli import main
 from ditlab.diffusion.flow import create_flow, time_shift
 from ditlab.diffusion.flow_sampling import log_likelihood, ode_sample, sampling_grid, sde_sample
 from ditlab.diffusion.interpolants import DIFFUSION_FORMS, get_path
-from ditlab.sampling import DDPM_SAMPLERS, FLOW_SAMPLERS
+from ditlab.sampling import DDPM_SAMPLERS, FLOW_SAMPLERS, Guidance, Sampler
 
 TINY = dict(model="DiT-Nano/4", model_args={"depth": 1, "hidden_size": 32, "num_heads": 2}, data="digits",
             image_size=16, limit=256, batch_size=16, log_every=1, sample_every=0, progress=False)
@@ -158,7 +158,7 @@ def test_ddpm_models_refuse_flow_samplers_and_options():
     with pytest.raises(ValueError, match="trained with objective 'ddpm'.*'ddim', 'ddpm'"):
         ditlab.sample(model, [1], sampler="euler")
     with pytest.raises(ValueError, match="flow-matching models"):
-        ditlab.sample(model, [1], steps=2, time_shift=3.0)
+        ditlab.sample(model, [1], steps=2, sampler=Sampler(time_shift=3.0))
     with pytest.raises(ValueError, match="sampler must be one of"):
         ditlab.sample(model, [1], sampler="rk4")
 
@@ -193,7 +193,8 @@ def test_cfg_interval_guides_only_inside_and_saves_evaluations():
     try:
         full = ditlab.sample(model, [1, 2], steps=4, cfg_scale=3.0, progress=False)
         calls.clear()
-        part = ditlab.sample(model, [1, 2], steps=4, cfg_scale=3.0, cfg_interval=(0.3, 0.8), progress=False)
+        part = ditlab.sample(model, [1, 2], steps=4, cfg_scale=Guidance(3.0, interval=(0.3, 0.8)),
+                             progress=False)
         plain = ditlab.sample(model, [1, 2], steps=4, cfg_scale=1.0, progress=False)
     finally:
         del model.forward
@@ -201,7 +202,7 @@ def test_cfg_interval_guides_only_inside_and_saves_evaluations():
     assert guided == [0.5, 0.75] and [n for t, n in calls[:4] if t in (0.0, 0.25)] == [2, 2]
     assert not torch.allclose(part.images, full.images) and not torch.allclose(part.images, plain.images)
     with pytest.raises(ValueError, match="cfg_interval"):
-        ditlab.sample(model, [1], cfg_interval=(0.8, 0.3))
+        ditlab.sample(model, [1], cfg_scale=Guidance(interval=(0.8, 0.3)))
 
 
 def test_flow_trajectory_predicts_the_data():

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from ditlab.diffusion import create_diffusion, get_beta_schedule, sample_with_scheduler, space_timesteps
+from ditlab.diffusion import create_diffusion, get_beta_schedule, space_timesteps
+from ditlab.sampling import Guidance, sample_with_scheduler
 from ditlab.hub.interop import (DIT_BETAS, from_diffusers, is_exact, load_pipeline, make_exact, scheduler_from_name,
                                 to_diffusers, to_pipeline)
 from ditlab.model import DiT, DiTConfig
@@ -212,7 +213,7 @@ def test_ditlab_sample_dispatches_to_diffusers_schedulers(official_model):
     """ditlab.sample(sampler=<scheduler>) == ditlab.sample(sampler="ddpm"): same steps, noise and Σ."""
     from ditlab.sampling import sample
 
-    kw = dict(steps=10, cfg_scale=4.0, guidance_channels=3, seed=3, progress=False, trajectory=True)
+    kw = dict(steps=10, cfg_scale=Guidance(4.0, channels=3), seed=3, progress=False, trajectory=True)
     ours = sample(official_model, [1, 2], sampler="ddpm", **kw)
     theirs = sample(official_model, [1, 2], sampler=scheduler_from_name("ddpm"), **kw)
     assert [s["t"] for s in theirs.trajectory] == [s["t"] for s in ours.trajectory] == space_timesteps(1000, "10")[::-1]

@@ -181,7 +181,7 @@ def test_load_sd_vae_offline_message_and_local_folder(monkeypatch, tmp_path):
 
 
 def test_sample_imagenet_decodes_latents_with_the_sd_scale():
-    from ditlab.sampling import sample
+    from ditlab.sampling import Guidance, sample
 
     torch.manual_seed(0)
     model = DiT(TINY.replace(num_classes=1000))
@@ -195,7 +195,7 @@ def test_sample_imagenet_decodes_latents_with_the_sd_scale():
     with torch.no_grad():
         expect = vae.decode(out.latents / 0.18215).sample.clamp(-1, 1)
     assert torch.allclose(out.images, expect, atol=1e-5)
-    paper = sample(model, [207, 0], vae=vae, cfg_scale=4.0, guidance_channels=3, progress=False, **kw)
+    paper = sample(model, [207, 0], vae=vae, cfg_scale=Guidance(4.0, channels=3), progress=False, **kw)
     assert torch.equal(out.latents, paper.latents)  # the "picture" settings: cfg 4.0 on 3 channels
     with pytest.raises(ValueError, match="1000-class"):
         sample_imagenet(DiT(TINY), vae, ["tench"])

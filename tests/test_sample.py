@@ -6,7 +6,7 @@ from conftest import FIXTURES
 from ditlab import DiT, DiTConfig
 from ditlab.cli import main
 from ditlab.io import make_grid
-from ditlab.sampling import parse_labels, sample
+from ditlab.sampling import Guidance, parse_labels, sample
 
 CFG = DiTConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3)
 
@@ -49,10 +49,11 @@ def test_trajectory_records_every_step(model):
 
 def test_samples_from_official_checkpoint_with_official_guidance():
     path = FIXTURES / "DiT-tiny-release.pt"
-    a = sample(path, [1, 2], steps=5, sampler="ddpm", cfg_scale=4.0, guidance_channels=3, progress=False)
+    official = Guidance(4.0, channels=3)
+    a = sample(path, [1, 2], steps=5, sampler="ddpm", cfg_scale=official, progress=False)
     b = sample(path, [1, 2], steps=5, sampler="ddpm", cfg_scale=4.0, progress=False)
     assert a.images.shape == (2, 4, 8, 8)
-    assert torch.equal(a.images, sample(path, [1, 2], steps=5, sampler="ddpm", cfg_scale=4.0, guidance_channels=3,
+    assert torch.equal(a.images, sample(path, [1, 2], steps=5, sampler="ddpm", cfg_scale=official,
                                         progress=False).images)
     assert not torch.allclose(a.images, b.images)
 

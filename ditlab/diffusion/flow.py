@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ..checks import one_of, positive
 from .gaussian import mean_flat
 from .interpolants import Path, expand_like, get_path
 
@@ -25,8 +26,7 @@ T_SAMPLINGS = ("uniform", "logit-normal")
 def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:
     """SD3's resolution-dependent shift (Esser et al. 2024) of sampling times: with the noise level
     σ = 1 − t, σ' = shift·σ / (1 + (shift − 1)·σ). shift > 1 spends more of the steps near the noise end."""
-    if not shift > 0:
-        raise ValueError(f"time_shift must be > 0 (1 = no shift, SD3 uses 3.0), got {shift!r}")
+    positive("time_shift", shift)  # 1 = no shift, SD3 uses 3.0
     if shift == 1:
         return t
     s = 1 - t
@@ -42,14 +42,10 @@ class FlowMatching:
                  train_eps: float | None = None, sample_eps: float | None = None, t_sampling: str = "uniform",
                  logit_mean: float = 0.0, logit_std: float = 1.0):
         self.path = path if isinstance(path, Path) else get_path(path)
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
-        if loss_weight not in LOSS_WEIGHTS:
-            raise ValueError(f"loss_weight must be one of {list(LOSS_WEIGHTS)}, got {loss_weight!r}")
-        if t_sampling not in T_SAMPLINGS:
-            raise ValueError(f"t_sampling must be one of {list(T_SAMPLINGS)}, got {t_sampling!r}")
-        if not logit_std > 0:
-            raise ValueError(f"logit_std must be > 0, got {logit_std!r}")
+        one_of("prediction", prediction, PREDICTIONS)
+        one_of("loss_weight", loss_weight, LOSS_WEIGHTS)
+        one_of("t_sampling", t_sampling, T_SAMPLINGS)
+        positive("logit_std", logit_std)
         self.prediction, self.loss_weight, self.t_sampling = prediction, loss_weight, t_sampling
         self.logit_mean, self.logit_std = float(logit_mean), float(logit_std)
         vp, velocity = self.path.name == "vp", prediction == "velocity"

@@ -13,6 +13,7 @@ network is called once per step by "euler" (ODE and SDE), twice by "heun", as th
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import integer, one_of
 from ..extras import requires
 from .flow import FlowMatching, prior_logp, time_shift
 
@@ -24,14 +25,12 @@ LAST_STEPS = ("mean", "tweedie", "euler", None)
 def sampling_grid(flow: FlowMatching, steps: int, sde: bool = False, diffusion_form: str = "sigma",
                   last_step_size: float = 0.04, shift: float = 1.0, reverse: bool = False) -> torch.Tensor:
     """(steps + 1,) float32 times from t0 to t1 (`FlowMatching.interval`), evenly spaced, then SD3-shifted."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    integer("steps", steps, min=1)
     t0, t1 = flow.interval(sde=sde, diffusion_form=diffusion_form, last_step_size=last_step_size if sde else 0.0,
                            reverse=reverse)
     if sde and diffusion_form == "SBDM" and t0 == 0 and flow.path.name != "vp":
-        raise ValueError(f"diffusion_form='SBDM' makes w_t = λ_t infinite at t = 0, where this {flow.path.name} "
-                         f"{flow.prediction} model starts sampling (sample_eps = 0; the official code returns NaN): "
-                         "use another diffusion_form, e.g. 'sigma'")
+        raise ValueError(f"diffusion_form='SBDM' makes w_t infinite at t = 0, where this {flow.path.name} model starts "
+                         "sampling (sample_eps = 0; the official code returns NaN): use another, e.g. 'sigma'")
     return time_shift(torch.linspace(t0, t1, steps + 1), shift)
 
 
@@ -41,8 +40,7 @@ def _times(t, x):
 
 def ode_sample_progressive(flow, model, noise, grid, method="euler", model_kwargs=None, progress=False):
     """Fixed-grid ODE steps from x = noise at grid[0]; yields dict(t, x_t, velocity, sample) per step."""
-    if method not in ("euler", "heun"):
-        raise ValueError(f"fixed-grid ODE method must be 'euler' or 'heun', got {method!r}")
+    one_of("fixed-grid ODE method", method, ("euler", "heun"))
     kw, x = model_kwargs or {}, noise
     pairs = list(zip(grid[:-1], grid[1:]))
     for t, t_next in tqdm(pairs, disable=not progress):
@@ -60,8 +58,7 @@ def ode_sample_progressive(flow, model, noise, grid, method="euler", model_kwarg
 def ode_sample(flow, model, noise, grid, method="euler", model_kwargs=None, atol=1e-6, rtol=1e-3,
                trajectory=False, progress=False):
     """x at grid[-1] (or all grid states (len(grid), N, C, H, W) with trajectory=True); dopri5 via torchdiffeq."""
-    if method not in ODE_METHODS:
-        raise ValueError(f"ODE method must be one of {list(ODE_METHODS)}, got {method!r}")
+    one_of("ODE method", method, ODE_METHODS)
     if method == "dopri5":
         with requires("flow"):  # or use method='euler' / 'heun', which need nothing
             from torchdiffeq import odeint  # heavy optional dependency (the [flow] extra)
@@ -86,10 +83,8 @@ def sde_sample_progressive(flow, model, noise, grid, method="euler", model_kwarg
                            progress=False):
     """len(grid) − 1 stochastic steps from x = noise, then the last step from grid[-1]; yields dict(t, x_t,
     sample) per step. draws: (steps, N, C, H, W) Gaussian draws to use instead of `generator`'s."""
-    if method not in SDE_METHODS:
-        raise ValueError(f"SDE method must be one of {list(SDE_METHODS)}, got {method!r}")
-    if last_step not in LAST_STEPS:
-        raise ValueError(f"last_step must be one of {list(LAST_STEPS)}, got {last_step!r}")
+    one_of("SDE method", method, SDE_METHODS)
+    one_of("last_step", last_step, LAST_STEPS)
     kw, x, path = model_kwargs or {}, noise, flow.path
 
     def drift(x, t):  # the SDE's drift v + w_t·s from one network call
@@ -135,8 +130,7 @@ def log_likelihood(flow, model, x, steps: int, method="euler", model_kwargs=None
     variables, Chen et al. 2018): log p(x) = log N(z; 0, I) − ∫ ∇·v dt, with Hutchinson's estimate ∇·v ≈ εᵀ(∂v/∂x)ε,
     ε Rademacher (one draw per network call; `rademacher` (calls, N, C, H, W) of 0/1 injects them). Fixed grid:
     "euler" or "heun". As SiT's `sample_ode_likelihood`."""
-    if method not in ("euler", "heun"):
-        raise ValueError(f"likelihood method must be 'euler' or 'heun', got {method!r}")
+    one_of("likelihood method", method, ("euler", "heun"))
     kw, grid, calls = model_kwargs or {}, sampling_grid(flow, steps), [0]
 
     def f(z, s):  # d/ds of (z, Δlog p) at reversed time t = 1 − s

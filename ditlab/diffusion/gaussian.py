@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import integer, number, one_of
+
 SCHEDULES = ("linear", "cosine")
 MODEL_VAR_TYPES = ("learned_range", "fixed_small", "fixed_large")
 
 
 def get_beta_schedule(name: str, num_timesteps: int = 1000) -> np.ndarray:
     """β_1..β_T in float64. "linear": DDPM's 1e-4 → 0.02, scaled by 1000/T; "cosine": IDDPM eq. 17."""
-    if name not in SCHEDULES:
-        raise ValueError(f"noise_schedule must be one of {SCHEDULES}, got {name!r}")
-    if not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
+    one_of("noise_schedule", name, SCHEDULES)
+    integer("num_timesteps", num_timesteps, min=1)
     if name == "linear":
         scale = 1000 / num_timesteps
         return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
@@ -76,8 +76,7 @@ class GaussianDiffusion:
     (the identity here; `SpacedDiffusion` maps respaced indices back to the original timesteps)."""
 
     def __init__(self, betas, model_var_type: str = "learned_range", rescale_vb: bool = False):
-        if model_var_type not in MODEL_VAR_TYPES:
-            raise ValueError(f"model_var_type must be one of {MODEL_VAR_TYPES}, got {model_var_type!r}")
+        one_of("model_var_type", model_var_type, MODEL_VAR_TYPES)
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or len(b) == 0 or not ((b > 0) & (b <= 1)).all():
             raise ValueError("betas must be a non-empty 1-D array with values in (0, 1]")
@@ -141,8 +140,7 @@ class GaussianDiffusion:
         C = x.shape[1]
         if self.model_var_type == "learned_range":
             if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned Σ needs a model output with 2C={2 * C} channels, "
-                                 f"got {model_output.shape[1]}")
+                raise ValueError(f"learned Σ needs a model output of 2C={2 * C} channels, got {model_output.shape[1]}")
             eps, v = model_output.split(C, dim=1)
             # IDDPM eq. 15: log Σ = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2
             min_log = self._extract(self.posterior_log_variance_clipped, t, x)
@@ -250,8 +248,7 @@ class GaussianDiffusion:
     def ddim_sample_loop_progressive(self, model, shape=None, noise=None, clip_denoised=False, denoised_fn=None,
                                      model_kwargs=None, device=None, progress=False, eta=0.0, generator=None):
         """DDIM sampling (deterministic for eta=0); yields each step's dict."""
-        if not eta >= 0:
-            raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")
+        number("eta", eta, min=0, max=1)  # 0: deterministic DDIM, 1: DDPM-like noise
         yield from self._loop(self.ddim_sample, model, shape, noise, model_kwargs, device, progress, generator,
                               clip_denoised=clip_denoised, denoised_fn=denoised_fn, eta=eta)
 

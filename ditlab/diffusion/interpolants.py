@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from ..checks import one_of
+
 DIFFUSION_FORMS = ("constant", "SBDM", "sigma", "linear", "decreasing", "increasing-decreasing")
 
 
@@ -63,8 +65,7 @@ class Path:
         """The SDE's diffusion coefficient w_t (SiT §2, its choices), shaped (N, 1, 1, 1):
         constant: norm; SBDM: norm·λ_t (score-based diffusion's own choice); sigma: norm·σ_t; linear: norm·(1−t);
         decreasing: ¼(norm·cos πt + 1)²; increasing-decreasing: norm·sin²(πt)."""
-        if form not in DIFFUSION_FORMS:
-            raise ValueError(f"diffusion_form must be one of {list(DIFFUSION_FORMS)}, got {form!r}")
+        one_of("diffusion_form", form, DIFFUSION_FORMS)
         te = expand_like(t, x)
         if form == "constant":
             return torch.full_like(te, float(norm))
@@ -175,6 +176,4 @@ PATHS = {"linear": Linear, "gvp": GVP, "vp": VP}
 def get_path(name: str) -> Path:
     """"linear", "gvp" or "vp" (case-insensitive: SiT's "Linear", "GVP", "VP" work too)."""
     key = str(name).lower()
-    if key not in PATHS:
-        raise ValueError(f"path must be one of {list(PATHS)}, got {name!r}")
-    return PATHS[key]()
+    return PATHS[one_of("path", key, PATHS)]()

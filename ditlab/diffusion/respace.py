@@ -8,6 +8,7 @@ recomputing β from the kept ᾱ, plus `create_diffusion`, the factory DiT's tra
 import numpy as np
 import torch
 
+from ..checks import integer, is_int
 from .gaussian import MODEL_VAR_TYPES, GaussianDiffusion, get_beta_schedule
 
 
@@ -19,39 +20,17 @@ def space_timesteps(num_timesteps: int, section_counts) -> list[int]:
     one step longer) and take N_i evenly spaced steps from section i of n_i steps: the stride
     (n_i − 1)/(N_i − 1) is accumulated in floating point and each partial sum rounded, as in IDDPM / DiT.
     """
-    if not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
-    if isinstance(section_counts, int):
-        section_counts = str(section_counts)
-    if isinstance(section_counts, str):
-        spec = section_counts.strip()
-        if spec.startswith("ddim"):
-            n = spec[len("ddim"):]
-            if not n.isdigit() or int(n) < 1:
-                raise ValueError(f"timestep_respacing 'ddimN' needs a positive integer N, got {section_counts!r}")
-            for stride in range(1, num_timesteps + 1):
-                if len(range(0, num_timesteps, stride)) == int(n):
-                    return list(range(0, num_timesteps, stride))
-            raise ValueError(f"timestep_respacing {section_counts!r}: no integer stride gives exactly {n} of "
-                             f"{num_timesteps} steps; pick N dividing {num_timesteps} or use plain 'N'")
-        try:
-            counts = [int(c) for c in spec.split(",")]
-        except ValueError:
-            raise ValueError(f"timestep_respacing must be '' , 'N', 'N1,N2,...' or 'ddimN' with integers N, "
-                             f"got {section_counts!r}") from None
-    else:
-        counts = list(section_counts)
-        if not all(isinstance(c, (int, np.integer)) for c in counts):
-            raise ValueError(f"section_counts must be a string or a list of ints, got {section_counts!r}")
-    if not counts or min(counts) < 1:
-        raise ValueError(f"timestep_respacing counts must be positive integers, got {section_counts!r}")
+    integer("num_timesteps", num_timesteps, min=1)
+    if isinstance(section_counts, str) and section_counts.strip().startswith("ddim"):
+        return _ddim_steps(num_timesteps, section_counts.strip())
+    counts = _counts(section_counts)
     size, extra = divmod(num_timesteps, len(counts))
+    sections = [size + (1 if i < extra else 0) for i in range(len(counts))]  # section i: [start_i, start_i + n_i)
+    if not all(1 <= count <= n for count, n in zip(counts, sections)):
+        raise ValueError(f"timestep_respacing {section_counts!r}: each count must be an int from 1 to the length of "
+                         f"its section {sections} (num_timesteps={num_timesteps})")
     steps, start = [], 0
-    for i, count in enumerate(counts):
-        n = size + (1 if i < extra else 0)  # this section covers [start, start + n)
-        if count > n:
-            raise ValueError(f"timestep_respacing {section_counts!r}: cannot take {count} steps from a section "
-                             f"of {n} (num_timesteps={num_timesteps}, {len(counts)} sections)")
+    for count, n in zip(counts, sections):
         stride = 1.0 if count == 1 else (n - 1) / (count - 1)
         # IDDPM's rule: the float position is accumulated and each partial sum rounded (round(k·stride) differs
         # by one index for many counts, e.g. 21 of 1000)
@@ -63,6 +42,25 @@ def space_timesteps(num_timesteps: int, section_counts) -> list[int]:
     return sorted(set(steps))
 
 
+def _ddim_steps(num_timesteps: int, spec: str) -> list[int]:
+    """"ddimN": every k-th step, with the smallest k that leaves exactly N."""
+    n = int(spec[4:]) if spec[4:].isdigit() else 0
+    strides = [k for k in range(1, num_timesteps + 1) if n and len(range(0, num_timesteps, k)) == n]
+    if not strides:
+        raise ValueError(f"timestep_respacing {spec!r}: 'ddimN' needs an N >= 1 that some integer stride gives "
+                         f"exactly of {num_timesteps} steps; pick N dividing {num_timesteps} or use plain 'N'")
+    return list(range(0, num_timesteps, strides[0]))
+
+
+def _counts(section_counts) -> list[int]:
+    """"N", "N1,N2,...", an int or a list of ints -> the list of counts."""
+    items = str(section_counts).split(",") if isinstance(section_counts, (int, str)) else list(section_counts)
+    if not items or not all(is_int(c) or isinstance(c, str) and c.strip().lstrip("-").isdigit() for c in items):
+        raise ValueError(f"timestep_respacing must be '', 'N', 'N1,N2,...', 'ddimN' or a list of ints, got "
+                         f"{section_counts!r}")
+    return [int(c) for c in items]
+
+
 class SpacedDiffusion(GaussianDiffusion):
     """The diffusion restricted to `use_timesteps`: β_i = 1 − ᾱ_{s_i}/ᾱ_{s_{i-1}} so that ᾱ is unchanged on
     the kept steps. Indices are 0..K-1; the model is still called with the original timesteps s_i."""
@@ -70,8 +68,6 @@ class SpacedDiffusion(GaussianDiffusion):
     def __init__(self, use_timesteps, betas, **kwargs):
         base_ac = np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
         keep = sorted(set(int(s) for s in use_timesteps))
-        if not keep or keep[0] < 0 or keep[-1] >= len(base_ac):
-            raise ValueError(f"use_timesteps must be a non-empty subset of [0, {len(base_ac)})")
         kept_ac = base_ac[keep]
         new_betas = 1.0 - kept_ac / np.append(1.0, kept_ac[:-1])
         super().__init__(new_betas, **kwargs)

@@ -24,7 +24,7 @@ from ..data.imagenet import imagenet_labels
 from ..data.latents import load_vae
 from ..io import atomic_write, default_cache_dir
 from ..model import DiT, DiTConfig, get_config
-from ..sampling import sample
+from ..sampling import Guidance, sample
 
 BASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/"
 SD_VAES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
@@ -202,5 +202,6 @@ def sample_imagenet(model, vae, class_names, *, purpose: str = "picture", seed: 
         raise ValueError("sample_imagenet needs a 1000-class ImageNet model, "
                          f"got num_classes={model.config.num_classes}")
     settings = {**paper_settings(purpose), **overrides}
+    guidance = Guidance(settings.pop("cfg_scale"), settings.pop("guidance_channels", None))
     return sample(model, imagenet_labels(class_names), vae=vae, seed=seed, device=device, progress=progress,
-                  **settings)
+                  cfg_scale=guidance, **settings)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..io import atomic_write, float_to_uint8
-from ..sampling import sample
+from ..sampling import Guidance, sample
 from .pretrained import RELEASED, load_released, load_sd_vae
 
 
@@ -100,8 +100,8 @@ def main(argv=None) -> Path:
             k = min(args.per_proc_batch_size, n - start)
             seed = args.seed + b * world + rank
             y = torch.randint(0, model.config.num_classes, (k,), generator=torch.Generator().manual_seed(seed + 10**9))
-            out = sample(model, y.tolist(), steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
-                         seed=seed, guidance_channels=guidance, vae=vae, device=device, progress=False)
+            out = sample(model, y.tolist(), steps=args.steps, sampler=args.sampler, seed=seed,
+                         cfg_scale=Guidance(args.cfg_scale, channels=guidance), vae=vae, device=device, progress=False)
             images.append(to_uint8_nhwc(out.images))
             labels.append(out.labels.numpy().astype(np.int64))
         out_path = Path(args.out)
