@@ -2,18 +2,23 @@
 
   ditlab demo                      train a small DiT on the built-in digits, sample, judge (minutes on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
-  ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
+  ditlab sample --ckpt NAME ...    class-conditional sample grid: a shipped name (digits-p4), a run folder, a file
+  ditlab list                      the checkpoints --ckpt takes: shipped names, runs in this folder, released names
   ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
   ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
   ditlab playground                the sampling playground and scaling explorer as a web app (Voilà, the `app` extra)
   ditlab objectives                after DiT: DDPM vs rectified flow vs logit-normal t vs the modern block, vs NFE
 """
 import argparse
+import inspect
 import json
+import os
+import re
 import sys
+import textwrap
 from dataclasses import MISSING, fields
 
-from .checkpoint import load_model
+from .checkpoint import RELEASED, load_model, local_runs, release_cache_dir
 from .demo import run_demo
 from .playground import serve
 from .eval import flops_table, format_table
@@ -23,8 +28,11 @@ from .studies.objectives import markdown_table, run_objectives
 from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
 from .training.config import RECIPE_FIELDS, RECIPE_NAMES
+from .zoo import card, checkpoint_dir, list_pretrained
 
 
+# refusals whose message says it all; any other exception is shown with its type
+ERRORS = (ValueError, TypeError, OSError, FloatingPointError, MemoryError, ImportError)
 MODERN_FLAGS = dict(rmsnorm=("norm", "rmsnorm"), swiglu=("mlp", "swiglu"), qk_norm=("qk_norm", True),
                     rope=("rope", True))
 
@@ -37,22 +45,40 @@ def cmd_flops(args) -> None:
         print(f"With the modern block's options {modern}: the paper's columns are for its own block.")
 
 
+# what a TrainConfig field left at None means, where it is not the recipe's choice (--help shows it as the default)
+TRAIN_NONE = dict(image_size="the data's own size", channels="the data's own", limit="every image",
+                  vae="none: pixel space", objective="the recipe's (ddpm)", path="linear", prediction="velocity",
+                  loss_weight="none", t_sampling="uniform", grad_clip="no clipping")
+
+
+def _field_comments() -> dict[str, str]:
+    """TrainConfig's inline comments by field: the help text of its flags."""
+    src = inspect.getsource(TrainConfig)
+    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^=\n]+=[^#\n]*#\s*(.*)$", src, re.M)}
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--batch-size, --lr, ...); unset flags keep the config's defaults (None: the
-    recipe's, see ditlab.training.recipes)."""
+    """One flag per TrainConfig field (--batch-size, --lr, ...), its help from the field's comment and its default
+    shown; unset flags keep the config's defaults (None: the recipe's, see ditlab.training.recipes, or the data's)."""
+    comments = _field_comments()
     for f in fields(TrainConfig):
         flag, typ = "--" + f.name.replace("_", "-"), str(f.type)
-        default = "the recipe's" if f.name in RECIPE_FIELDS else f.default if f.default is not MISSING else "{}"
+        default = "the recipe's" if f.name in RECIPE_FIELDS else TRAIN_NONE.get(f.name, f.default) \
+            if f.default is not MISSING else "{}"
+        text = re.sub(r";? ?None: the recipe's|\(default: [^)]*\)|default \w+", "", comments.get(f.name, "")).strip()
+        text = f"{text.rstrip(';,')} (default: {default})".strip().replace("%", "%%")
         if f.name == "recipe":
             p.add_argument(flag, choices=RECIPE_NAMES, help="hyper-parameters for the options not given: quick (short "
-                           "CPU runs), paper (the paper's, for long runs); auto picks by model and steps (default auto)")
+                           "CPU runs), paper (the paper's, for long runs); auto picks by model and steps (default: "
+                           "auto)")
         elif f.name == "model_args":
-            p.add_argument(flag, type=json.loads, help='DiTConfig overrides as JSON, e.g. \'{"depth": 4}\'')
+            p.add_argument(flag, type=json.loads, help='DiTConfig overrides as JSON, e.g. \'{"depth": 4}\' (default: '
+                           'none)')
         elif f.type is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default {default})")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         else:
             kind = float if "float" in typ else int if "int" in typ else str
-            p.add_argument(flag, type=kind, help=f"(default {default})")
+            p.add_argument(flag, type=kind, help=text)
 
 
 def _train_kwargs(args) -> dict:
@@ -120,9 +146,50 @@ def cmd_objectives(args) -> None:
     print(f"wrote {args.out_dir}/objectives.csv, objectives.png and objectives_grids.png")
 
 
+def cmd_list(args) -> None:
+    """What `--ckpt` (and `ditlab.load_model`) take: shipped names, runs below this folder, released names."""
+    print(f"shipped checkpoints ({checkpoint_dir()}): ditlab sample --ckpt NAME")
+    for name in list_pretrained():
+        c = card(name)
+        ev = c.get("eval", {})
+        print(f"  {name:<16} {c.get('data', '?')} {c.get('image_size', '?')} px, {c.get('model', '?')}, "
+              f"{c.get('objective', {}).get('objective', 'ddpm')}, accuracy {ev.get('accuracy', '?')}, "
+              f"FD {ev.get('fd', '?')}")
+    runs = local_runs()
+    print(f"runs in {os.getcwd()}: ditlab sample --ckpt RUN" + ("" if runs else "\n  none (ditlab demo writes runs/demo)"))
+    for run in runs:
+        print(f"  {run}")
+    print(f"released (downloaded once into {release_cache_dir()}, 2.7 GB each): ditlab sample --ckpt NAME")
+    for name in RELEASED:
+        cached = (release_cache_dir() / f"{name}.pt").exists()
+        print(f"  {name:<16} {'cached' if cached else 'not downloaded yet'}")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows every option's default, unless its help already says it (or the default is None: the help
+    says what None means)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Options without help text still show their default (argparse prints nothing for help=None)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _document(sub)
+        elif action.option_strings and action.help is None:
+            action.help = "" if action.default is None else "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=Formatter)
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser = _with_formatter(sub.add_parser)
     f = sub.add_parser("flops", help="params and Gflops of the paper's configs next to Table 4")
     f.add_argument("--method", choices=["estimate", "fvcore"], default="estimate",
                    help="closed form (instant) or fvcore over a real forward pass (slower)")
@@ -134,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="sample a class-conditional image grid")
+    s = sub.add_parser("sample", help="sample a class-conditional image grid", epilog=textwrap.fill(
+        f"--ckpt takes a shipped name ({', '.join(list_pretrained()) or 'none found'}), a run folder, a .safetensors "
+        f"/ .pt file or a released name ({', '.join(RELEASED)}); `ditlab list` shows them all.", 100))
     s.add_argument("--ckpt", required=True, help="ditlab run folder / .safetensors, or an official DiT .pt")
     s.add_argument("--labels", default=None, help="comma-separated class ids or names (default: every class)")
     s.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given")
@@ -153,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png")
     s.add_argument("--tensors", default=None, help="also save images/labels to this .safetensors")
     s.set_defaults(func=cmd_sample)
+    _none_means(s, device="cpu", nrow="a square grid", guidance_channels="every channel", cfg_interval="every t",
+                tensors="not written")
 
     c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
     c.add_argument("--sizes", default="Pico,Nano,Mi")
@@ -201,7 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, default=20, help="images per grid")
     g.add_argument("--steps", type=int, default=25, help="sampling steps")
     g.set_defaults(func=cmd_playground)
+
+    ls = sub.add_parser("list", help="the checkpoints --ckpt takes: shipped names, runs here, released names")
+    ls.set_defaults(func=cmd_list)
+    _document(p)
     return p
+
+
+def _none_means(parser: argparse.ArgumentParser, **meaning: str) -> None:
+    """--help says what an option left at None does: `_none_means(s, device="cpu")`."""
+    for action in parser._actions:
+        if action.dest in meaning:
+            action.help = f"{action.help or ''} (default: {meaning[action.dest]})".strip()
+
+
+def _with_formatter(add_parser):
+    return lambda *a, **k: add_parser(*a, formatter_class=Formatter, **k)
 
 
 def _negative_values(argv: list[str]) -> list[str]:
@@ -224,23 +310,25 @@ def _is_number(s: str) -> bool:
 
 
 def cmd_playground(args) -> None:
-    try:
-        serve(model=args.model, port=args.port, host=args.host, n=args.n, steps=args.steps)
-    except ModuleNotFoundError as e:  # the `app` extra is missing
-        sys.exit(f"ditlab playground: error: {e}")
+    serve(model=args.model, port=args.port, host=args.host, n=args.n, steps=args.steps)
 
 
 def main(argv=None) -> None:
+    """Every refusal exits non-zero with one `ditlab <command>: error: ...` message and no traceback (set
+    DITLAB_DEBUG=1 for one); Ctrl-C exits 130."""
     args = build_parser().parse_args(_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         args.func(args)
-    except (ValueError, TypeError, OSError, FloatingPointError, MemoryError) as e:  # OSError: files, disk, network
-        sys.exit(f"ditlab {args.command}: error: {e}")
     except KeyboardInterrupt:
         print(f"\nditlab {args.command}: interrupted (Ctrl-C)"
               + ("; the run keeps its last checkpoint: continue it with --resume" if args.command == "train" else ""),
               file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - ValueError, OSError, a missing extra, torch's RuntimeErrors, ...
+        if os.environ.get("DITLAB_DEBUG"):
+            raise
+        text = str(e).strip() or type(e).__name__
+        sys.exit(f"ditlab {args.command}: error: {text if isinstance(e, ERRORS) else f'{type(e).__name__}: {text}'}")
 
 
 if __name__ == "__main__":
