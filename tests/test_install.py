@@ -129,3 +129,73 @@ def test_shipped_files_are_read_through_shipped_path():
         sorted((ROOT / "notebooks").glob("*.ipynb"))
     bad = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in places for m in [pattern.search(p.read_text())] if m]
     assert not bad, f"use ditlab.io.shipped_path(...) instead: {bad}"
+
+
+# ---- installs that keep the user's torch ---------------------------------------------------------------------
+# Every documented install of an extra, run after the user's own torch (the README installs a pinned CPU build
+# first): none may replace that torch. `fid` pulls torchvision, which is built for one torch: it is documented with
+# the installed torch pinned (pyproject.toml) and left out of `all`.
+EXTRAS = ["lab", "hf", "flops", "flow", "app", "all", "test", "browser"]
+TORCH_PIN = "torch=={torch}"  # the `fid` line's pin: "torch==$(python -c 'import torch; print(torch.__version__)')"
+
+
+def _fake_wheel(folder, name: str, version: str, requires=()) -> None:
+    """A metadata-only wheel: enough for pip's resolver, never installed."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                   + "".join(f"Requires-Dist: {r}\n" for r in requires))
+        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/RECORD", "")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    """An offline index where a newer torch exists, with a torchvision for it and one for the installed torch
+    (each requiring its own torch, as the real ones do), and torch-fidelity; stand-ins for the extras' packages
+    this environment lacks (metadata only, on PYTHONPATH)."""
+    import importlib.metadata as md
+
+    import torch
+
+    base = torch.__version__.split("+")[0]
+    major, minor = (int(v) for v in base.split(".")[:2])
+    newer = f"{major}.{minor + 1}.0"
+    wheels, standins = tmp_path_factory.mktemp("index"), tmp_path_factory.mktemp("standins")
+    _fake_wheel(wheels, "torch", newer)
+    _fake_wheel(wheels, "torchvision", "99.0.0", [f"torch=={newer}"])
+    _fake_wheel(wheels, "torchvision", "98.0.0", [f"torch=={base}"])
+    _fake_wheel(wheels, "torch-fidelity", "0.4.0", ["torch", "torchvision"])
+    for name in ("jupyterlab", "voila", "playwright"):
+        try:
+            md.version(name)
+        except md.PackageNotFoundError:
+            info = standins / f"{name}-99.0.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 99.0\n")
+    return wheels, standins
+
+
+def _resolve(wheel, index, tmp_path, extra: str, *more: str) -> dict:
+    """What `pip install "ditlab[extra]" *more` would install here (--dry-run --report, no index but `index`)."""
+    wheels, standins = index
+    report = tmp_path / f"{extra}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))}
+    pip("install", f"ditlab[{extra}] @ {wheel.as_uri()}", *more, "--dry-run", "--report", report, "--no-index",
+        "--find-links", wheels, "--quiet", env={**env, "PYTHONPATH": str(standins), "PIP_CONFIG_FILE": os.devnull})
+    return {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+
+
+@pytest.mark.parametrize("extra", EXTRAS)
+def test_every_extra_keeps_the_installed_torch(wheel, index, tmp_path, extra):
+    installs = _resolve(wheel, index, tmp_path, extra)
+    assert "torch" not in installs and "torchvision" not in installs, installs
+
+
+def test_the_fid_extra_keeps_torch_when_installed_as_documented(wheel, index, tmp_path):
+    import torch
+
+    installs = _resolve(wheel, index, tmp_path, "fid", TORCH_PIN.format(torch=torch.__version__))
+    assert "torch" not in installs and installs["torchvision"] == "98.0.0", installs
+    # a test of the test: without the pin pip swaps torch for the newer one the index offers (the bug it prevents)
+    assert "torch" in _resolve(wheel, index, tmp_path, "fid")
