@@ -93,6 +93,28 @@ def test_installed_wheel_loads_every_checkpoint_and_the_scaling_csv_from_outside
     assert out["table4"] == len(paper_table())
 
 
+def test_installed_wheel_samples_every_shipped_name_from_another_folder(wheel, tmp_path):
+    """`ditlab sample --ckpt digits-p4` from a wheel, in a folder that is not the repository: each shipped name
+    writes a grid; a typo exits non-zero naming the closest one."""
+    site = tmp_path / "site"
+    pip("install", "--quiet", "--no-deps", "--no-index", "--target", site, wheel)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DITLAB_CHECKPOINTS", "PYTHON"))}
+    env["PYTHONPATH"] = str(site)
+    names = sorted(p.stem for p in (ROOT / "data" / "checkpoints").glob("*.safetensors"))
+
+    def ditlab(*args):
+        return subprocess.run([sys.executable, "-m", "ditlab", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    for name in names:
+        done = ditlab("sample", "--ckpt", name, "--steps", "2", "--per-class", "1", "--out", f"{name}.png")
+        assert done.returncode == 0 and (tmp_path / f"{name}.png").stat().st_size > 0, (name, done.stderr)
+    done = ditlab("sample", "--ckpt", "digit-p4", "--steps", "2")
+    assert done.returncode == 1 and "Did you mean 'digits-p4'?" in done.stderr, done.stderr
+    done = ditlab("list")
+    assert done.returncode == 0 and all(name in done.stdout for name in names), done.stdout
+
+
 # Versions at or below those of Google Colab's runtime (2024-25): the cell must not need newer ones.
 COLAB = {"torch": "2.1.0", "jupyter_server": "1.16.0", "notebook": "6.5.5", "tornado": "6.3.2",
          "ipykernel": "5.5.6", "ipywidgets": "7.7.1"}
