@@ -156,7 +156,8 @@ def cmd_list(args) -> None:
               f"{c.get('objective', {}).get('objective', 'ddpm')}, accuracy {ev.get('accuracy', '?')}, "
               f"FD {ev.get('fd', '?')}")
     runs = local_runs()
-    print(f"runs in {os.getcwd()}: ditlab sample --ckpt RUN" + ("" if runs else "\n  none (ditlab demo writes runs/demo)"))
+    print(f"runs in {os.getcwd()}: ditlab sample --ckpt RUN"
+          + ("" if runs else "\n  none (ditlab demo writes runs/demo)"))
     for run in runs:
         print(f"  {run}")
     print(f"released (downloaded once into {release_cache_dir()}, 2.7 GB each): ditlab sample --ckpt NAME")

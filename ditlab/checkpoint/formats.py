@@ -232,7 +232,7 @@ def read_objective(path: str | os.PathLike) -> dict:
         if f.suffix == ".safetensors" and f.exists():
             record = _field(_metadata(f), "objective", f)
             if record is not None:
-                of_type(f"{f}: metadata field 'objective'", record, dict, "a JSON object like {\"objective\": \"flow\"}")
+                of_type(f"{f}: metadata field 'objective'", record, dict, 'a JSON object like {"objective": "flow"}')
                 one_of(f"{f}: metadata field 'objective'", record.get("objective"), OBJECTIVES)
                 return record
     return {"objective": "ddpm"}
