@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import refuse
 from .checkpoint import checkpoint_dir, load_model, not_shipped, save_model, shipped_names
 from .data import load_dataset
 from .eval import estimate_flops, estimate_params, evaluate, get_judge
@@ -34,8 +35,7 @@ def card(name: str) -> dict:
 
 def load_pretrained(name: str = DEFAULT, device="cpu"):
     """A shipped checkpoint by name, as a float32 DiT in eval mode."""
-    if name not in list_pretrained():
-        raise ValueError(not_shipped(name))
+    refuse("", [(name not in list_pretrained(), not_shipped(name))])
     model = load_model(checkpoint_dir() / f"{name}.safetensors", device=device)
     model.card = card(name)
     return model

@@ -19,7 +19,7 @@ import pickletools
 from pathlib import Path
 
 import torch
-from ..checks import of_type, one_of
+from ..checks import of_type, one_of, refuse
 from ..io import open_tensors, resolve_device, save_tensors
 from ..model import SIZES, DiT, DiTConfig, get_config
 from .released import RELEASED
@@ -44,10 +44,9 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or _is_pickle(path):
-            raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
-                             f"containers, which could run arbitrary code. Only weights are loaded (torch.load "
-                             f"weights_only=True). Details: {_unpickler_error(e)}") from None
+        refuse(f"refusing to load {path}", [("Unsupported global" in str(e) or _is_pickle(path),
+                "it contains pickled objects other than tensors and plain containers, which could run arbitrary "
+                f"code. Only weights are loaded (torch.load weights_only=True). Details: {_unpickler_error(e)}")])
         raise _unreadable(path, e) from None
     except (FileNotFoundError, PermissionError, MemoryError):
         raise
@@ -84,16 +83,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, list | 
     if path.suffix == ".safetensors":
         with open_tensors(path) as f:
             meta = f.metadata() or {}
-            if meta.get("format") == TRAIN_FORMAT:
-                raise ValueError(f"{path} is a training checkpoint (weights, EMA and optimizer state, for resuming); "
-                                 f"to load its EMA weights pass the run folder {str(path.parent)!r} or "
-                                 f"{str(path.with_name('ema.safetensors'))!r}")
+            refuse("", [(meta.get("format") == TRAIN_FORMAT, f"{path} is a training checkpoint (weights, EMA and "
+                         "optimizer state, for resuming); to load its EMA weights pass the run folder "
+                         f"{str(path.parent)!r} or {str(path.with_name('ema.safetensors'))!r}")])
             sd = {k: f.get_tensor(k) for k in f.keys()}
         config = _field(meta, "config", path) if "config" in meta else _config_json_beside(path)
         return sd, config, _field(meta, "classes", path)
     obj = safe_torch_load(path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict or an official DiT training checkpoint")
+    refuse("", [(not isinstance(obj, dict), f"{path} does not hold a state dict or an official DiT training "
+                                            "checkpoint")])
     if "ema" in obj and "args" in obj:  # official train.py format
         return obj["ema"], _config_json_beside(path) or _config_from_args(obj["args"]), None
     if "model" in obj and isinstance(obj["model"], dict) and not torch.is_tensor(obj["model"]):
@@ -157,16 +155,14 @@ def infer_config(sd: dict) -> DiTConfig:
         raise ValueError(f"cannot infer a DiT config: state dict lacks {e}; pass config=") from None
     heads = {(d, h): n for d, h, n in SIZES.values()}.get((depth, D))
     side = math.isqrt(T)
-    if heads is None or side * side != T:
-        raise ValueError(f"cannot infer num_heads/input_size for depth={depth}, hidden={D}, tokens={T}; "
-                         "pass config= (a DiTConfig, a dict or a config.json path)")
     # R label rows are R classes (trained without label dropout) or R - 1 classes + the null class of guidance:
     # only the released ImageNet DiTs (1000 classes + null) are known; anything else would be a guess
-    if rows != 1001:
-        raise ValueError(f"cannot tell the number of classes from the shapes: the label table has {rows} rows, "
-                         f"which is {rows} classes (trained with class_dropout_prob=0) or {rows - 1} classes + the "
-                         f"null class. Pass config= (a DiTConfig, a dict or a config.json path) with num_classes "
-                         f"and class_dropout_prob")
+    refuse("cannot infer a DiT config from the shapes", [
+        (heads is None or side * side != T, f"no num_heads/input_size for depth={depth}, hidden={D}, tokens={T}; "
+         "pass config= (a DiTConfig, a dict or a config.json path)"),
+        (rows != 1001, f"the label table has {rows} rows, which is {rows} classes (trained with "
+         f"class_dropout_prob=0) or {rows - 1} classes + the null class. Pass config= (a DiTConfig, a dict or a "
+         "config.json path) with num_classes and class_dropout_prob")])
     return DiTConfig(input_size=side * p, patch_size=p, in_channels=C, hidden_size=D, depth=depth,
                      num_heads=heads, num_classes=1000, class_dropout_prob=0.1, learn_sigma=out == 2 * C)
 
@@ -190,11 +186,9 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
     problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                 for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if problems or missing or extra:
-        raise ValueError("checkpoint does not match the config " + json.dumps(model.config.to_dict())
-                         + "".join(f"\n  shape mismatch {p}" for p in problems)
-                         + (f"\n  missing tensors: {missing}" if missing else "")
-                         + (f"\n  unexpected tensors: {extra}" if extra else ""))
+    refuse("checkpoint does not match the config " + json.dumps(model.config.to_dict()), [
+        (problems, "\n  shape mismatch " + "\n  shape mismatch ".join(problems)),
+        (missing, f"\n  missing tensors: {missing}"), (extra, f"\n  unexpected tensors: {extra}")])
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
 
 
@@ -210,9 +204,9 @@ def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device 
     sd, stored, classes = read_checkpoint(path)
     objective = read_objective(path)
     broken = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
-    if broken:
-        raise ValueError(f"{path}: {len(broken)} weight tensors hold NaN or inf (e.g. {broken[:3]}): the run diverged "
-                         "and would sample blank images; use an earlier checkpoint, or retrain with a lower --lr")
+    refuse(str(path), [(broken, f"{len(broken)} weight tensors hold NaN or inf (e.g. {broken[:3]}): the run "
+                                "diverged and would sample blank images; use an earlier checkpoint, or retrain with "
+                                "a lower --lr")])
     cfg = _as_config(config) if config is not None else DiTConfig.from_dict(stored) if stored is not None else \
         RELEASED[path.stem].config if path.stem in RELEASED else infer_config(sd)
     model = DiT(cfg)

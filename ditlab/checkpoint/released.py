@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
+from ..checks import one_of, refuse
 from ..io import atomic_write, default_cache_dir
 from ..model import DiTConfig, get_config
 
@@ -40,9 +41,7 @@ def release_cache_dir(cache_dir=None) -> Path:
 
 
 def _release(name: str) -> Release:
-    if name not in RELEASED:
-        raise ValueError(f"unknown released checkpoint {name!r}; valid names: {list(RELEASED)} (or a file path)")
-    return RELEASED[name]
+    return RELEASED[one_of("name", name, RELEASED, " (a released checkpoint name; or pass a file path)")]
 
 
 def _offline_reason(url: str, timeout: float = 3.0) -> str | None:
@@ -85,8 +84,8 @@ def _download(url: str, dest: Path, timeout: float = 10.0) -> dict:
                     h.update(chunk)
                     size += len(chunk)
                     bar.update(len(chunk))
-        if total is not None and size != total:
-            raise ConnectionError(f"download of {url} stopped after {size} of {total} bytes")
+        refuse(f"download of {url}", [(total is not None and size != total,
+                                        f"stopped after {size} of {total} bytes")], ConnectionError)
 
     atomic_write(dest, write)
     return dict(url=url, size=size, sha256=h.hexdigest())

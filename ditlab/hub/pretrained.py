@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import RELEASED, download_released, load_model, load_state_dict_checked, safe_torch_load
-from ..checks import of_type, one_of
+from ..checks import of_type, one_of, refuse
 from ..data.imagenet import imagenet_labels
 from ..data.latents import load_vae
 from ..model import DiT
@@ -64,8 +64,8 @@ def load_sd_vae(kind: str = "ema", device="cpu", dtype=torch.float32):
                                   f"internet run `huggingface-cli download {repo} --local-dir {repo.split('/')[1]}` "
                                   f"(config.json + diffusion_pytorch_model.safetensors, 335 MB), copy the folder "
                                   f"here and pass it: load_sd_vae('{repo.split('/')[1]}')") from None
-    if not Path(kind).expanduser().is_dir():
-        raise ValueError(f"kind must be one of {list(SD_VAES)} or an existing diffusers VAE folder, got {str(kind)!r}")
+    refuse("", [(not Path(kind).expanduser().is_dir(),
+                 f"kind must be one of {list(SD_VAES)} or an existing diffusers VAE folder, got {str(kind)!r}")])
     return load_vae(Path(kind).expanduser(), device=device, dtype=dtype)
 
 
@@ -74,9 +74,8 @@ def sample_imagenet(model, vae, class_names, *, purpose: str = "picture", seed: 
     """Sample one image per class name (see `imagenet_class_index`) with the paper's settings for `purpose`
     (overridable: steps=, sampler=, cfg_scale=, guidance_channels=); latents are decoded by `vae` as
     vae.decode(z / 0.18215). Returns `ditlab.sampling.Samples` (images (N, 3, 8h, 8w) in [-1, 1])."""
-    if model.config.num_classes != 1000:
-        raise ValueError("sample_imagenet needs a 1000-class ImageNet model, "
-                         f"got num_classes={model.config.num_classes}")
+    refuse("sample_imagenet", [(model.config.num_classes != 1000,
+                                f"needs a 1000-class ImageNet model, got num_classes={model.config.num_classes}")])
     settings = {**paper_settings(purpose), **overrides}
     return sample(model, imagenet_labels(class_names), vae=vae, seed=seed, device=device, progress=progress,
                   **settings)
