@@ -20,7 +20,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     cuda = device.type == "cuda"
     n = torch.cuda.device_count() if cuda and torch.cuda.is_available() else 0
     refuse(f"device {name!r}", [
-        (cuda and n == 0, f"CUDA is not available here (torch {torch.__version__}, no usable GPU); use 'cpu' or 'auto'"),
+        (cuda and n == 0,
+         f"CUDA is not available here (torch {torch.__version__}, no usable GPU); use 'cpu' or 'auto'"),
         (cuda and 0 < n <= (device.index or 0), f"this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}"),
         (device.type == "mps" and not torch.backends.mps.is_available(),
          "MPS (Apple GPU) is not available here; use 'cpu' or 'auto'"),
