@@ -72,11 +72,11 @@ def start(model: str | None = None, port: int = 8866, host: str = "127.0.0.1", n
     port = integer("port", port, min=0, max=65535)
     if model is not None and shipped_names() and model not in shipped_names():
         resolve_checkpoint(model)  # a typo is told here, with what exists and the closest name, not in the page
-    check_voila()
     if port:
         with socket.socket() as s:
-            refuse(f"port {port} on {host}", [(s.connect_ex((host, port)) == 0, "in use (another ditlab "
-                                               "playground?): pass --port 0 for a free one")], OSError)
+            refuse("", [(s.connect_ex((host, port)) == 0, f"port {port} on {host} is in use (another ditlab "
+                                                          "playground?): pass --port 0 for a free one")], OSError)
+    check_voila()
     folder = Path(tempfile.mkdtemp(prefix="ditlab-playground-"))
     (folder / "playground.ipynb").write_text(json.dumps(app_notebook(model, n, steps, fallback_steps)))
     port = port or free_port(host)
