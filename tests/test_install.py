@@ -158,7 +158,8 @@ def test_shipped_files_are_read_through_shipped_path():
 # first): none may replace that torch. `fid` pulls torchvision, which is built for one torch: it is documented with
 # the installed torch pinned (pyproject.toml) and left out of `all`.
 EXTRAS = ["lab", "hf", "flops", "flow", "app", "all", "test", "browser"]
-TORCH_PIN = "torch=={torch}"  # the `fid` line's pin: "torch==$(python -c 'import torch; print(torch.__version__)')"
+# the `fid` line's pin: "torch==$(python -c 'from importlib.metadata import version; print(version("torch"))')"
+TORCH_PIN = "torch=={torch}"
 
 
 def _fake_wheel(folder, name: str, version: str, requires=()) -> None:
@@ -179,9 +180,7 @@ def index(tmp_path_factory):
     this environment lacks (metadata only, on PYTHONPATH)."""
     import importlib.metadata as md
 
-    import torch
-
-    base = torch.__version__.split("+")[0]
+    base = md.version("torch").split("+")[0]
     major, minor = (int(v) for v in base.split(".")[:2])
     newer = f"{major}.{minor + 1}.0"
     wheels, standins = tmp_path_factory.mktemp("index"), tmp_path_factory.mktemp("standins")
@@ -216,9 +215,9 @@ def test_every_extra_keeps_the_installed_torch(wheel, index, tmp_path, extra):
 
 
 def test_the_fid_extra_keeps_torch_when_installed_as_documented(wheel, index, tmp_path):
-    import torch
+    from importlib.metadata import version
 
-    installs = _resolve(wheel, index, tmp_path, "fid", TORCH_PIN.format(torch=torch.__version__))
+    installs = _resolve(wheel, index, tmp_path, "fid", TORCH_PIN.format(torch=version("torch")))
     assert "torch" not in installs and installs["torchvision"] == "98.0.0", installs
     # a test of the test: without the pin pip swaps torch for the newer one the index offers (the bug it prevents)
     assert "torch" in _resolve(wheel, index, tmp_path, "fid")
