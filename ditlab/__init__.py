@@ -9,7 +9,7 @@ The library is a stack of layers; each imports only from the layers below it (te
     training                  the training loop
     hub, studies, zoo         diffusers, the released weights' loader and the SD VAE; the scaling study; the shipped checkpoints
     teach                     the notebooks' figures and widgets
-    demo, playground          `ditlab demo`; `ditlab playground` (the widgets as a Voilà web app)
+    demo, playground, cli_help   `ditlab demo`; `ditlab playground` (the widgets as a Voilà web app); --help text
     cli                       the command line
 
 `import ditlab` is instant: the names below load their module on first use.

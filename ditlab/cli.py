@@ -10,7 +10,7 @@
   ditlab objectives                after DiT: DDPM vs rectified flow vs logit-normal t vs the modern block, vs NFE
 """
 import argparse
-import inspect
+import functools
 import json
 import os
 import re
@@ -19,6 +19,7 @@ import textwrap
 from dataclasses import MISSING, fields
 
 from .checkpoint import RELEASED, load_model, local_runs, release_cache_dir
+from .cli_help import TRAIN_NONE, Formatter, document, field_comments, none_means
 from .demo import run_demo
 from .playground import serve
 from .eval import flops_table, format_table
@@ -45,22 +46,10 @@ def cmd_flops(args) -> None:
         print(f"With the modern block's options {modern}: the paper's columns are for its own block.")
 
 
-# what a TrainConfig field left at None means, where it is not the recipe's choice (--help shows it as the default)
-TRAIN_NONE = dict(image_size="the data's own size", channels="the data's own", limit="every image",
-                  vae="none: pixel space", objective="the recipe's (ddpm)", path="linear", prediction="velocity",
-                  loss_weight="none", t_sampling="uniform", grad_clip="no clipping")
-
-
-def _field_comments() -> dict[str, str]:
-    """TrainConfig's inline comments by field: the help text of its flags."""
-    src = inspect.getsource(TrainConfig)
-    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^=\n]+=[^#\n]*#\s*(.*)$", src, re.M)}
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--batch-size, --lr, ...), its help from the field's comment and its default
     shown; unset flags keep the config's defaults (None: the recipe's, see ditlab.training.recipes, or the data's)."""
-    comments = _field_comments()
+    comments = field_comments()
     for f in fields(TrainConfig):
         flag, typ = "--" + f.name.replace("_", "-"), str(f.type)
         default = "the recipe's" if f.name in RECIPE_FIELDS else TRAIN_NONE.get(f.name, f.default) \
@@ -149,12 +138,9 @@ def cmd_objectives(args) -> None:
 def cmd_list(args) -> None:
     """What `--ckpt` (and `ditlab.load_model`) take: shipped names, runs below this folder, released names."""
     print(f"shipped checkpoints ({checkpoint_dir()}): ditlab sample --ckpt NAME")
-    for name in list_pretrained():
-        c = card(name)
-        ev = c.get("eval", {})
-        print(f"  {name:<16} {c.get('data', '?')} {c.get('image_size', '?')} px, {c.get('model', '?')}, "
-              f"{c.get('objective', {}).get('objective', 'ddpm')}, accuracy {ev.get('accuracy', '?')}, "
-              f"FD {ev.get('fd', '?')}")
+    for name, c in ((name, card(name)) for name in list_pretrained()):
+        print(f"  {name:<16} {c.get('data')} {c.get('image_size')} px, {c.get('model')}, "
+              f"{c.get('objective', {}).get('objective', 'ddpm')}, accuracy {c.get('eval', {}).get('accuracy')}")
     runs = local_runs()
     print(f"runs in {os.getcwd()}: ditlab sample --ckpt RUN"
           + ("" if runs else "\n  none (ditlab demo writes runs/demo)"))
@@ -162,35 +148,13 @@ def cmd_list(args) -> None:
         print(f"  {run}")
     print(f"released (downloaded once into {release_cache_dir()}, 2.7 GB each): ditlab sample --ckpt NAME")
     for name in RELEASED:
-        cached = (release_cache_dir() / f"{name}.pt").exists()
-        print(f"  {name:<16} {'cached' if cached else 'not downloaded yet'}")
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """--help shows every option's default, unless its help already says it (or the default is None: the help
-    says what None means)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)".strip()
-
-
-def _document(parser: argparse.ArgumentParser) -> None:
-    """Options without help text still show their default (argparse prints nothing for help=None)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _document(sub)
-        elif action.option_strings and action.help is None:
-            action.help = "" if action.default is None else "(default: %(default)s)"
+        print(f"  {name:<16} {'cached' if (release_cache_dir() / f'{name}.pt').exists() else 'not downloaded yet'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=Formatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser = _with_formatter(sub.add_parser)
+    sub = p.add_subparsers(dest="command", required=True,
+                           parser_class=functools.partial(argparse.ArgumentParser, formatter_class=Formatter))
     f = sub.add_parser("flops", help="params and Gflops of the paper's configs next to Table 4")
     f.add_argument("--method", choices=["estimate", "fvcore"], default="estimate",
                    help="closed form (instant) or fvcore over a real forward pass (slower)")
@@ -223,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png")
     s.add_argument("--tensors", default=None, help="also save images/labels to this .safetensors")
     s.set_defaults(func=cmd_sample)
-    _none_means(s, device="cpu", nrow="a square grid", guidance_channels="every channel", cfg_interval="every t",
+    none_means(s, device="cpu", nrow="a square grid", guidance_channels="every channel", cfg_interval="every t",
                 tensors="not written")
 
     c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
@@ -276,19 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="the checkpoints --ckpt takes: shipped names, runs here, released names")
     ls.set_defaults(func=cmd_list)
-    _document(p)
+    document(p)
     return p
-
-
-def _none_means(parser: argparse.ArgumentParser, **meaning: str) -> None:
-    """--help says what an option left at None does: `_none_means(s, device="cpu")`."""
-    for action in parser._actions:
-        if action.dest in meaning:
-            action.help = f"{action.help or ''} (default: {meaning[action.dest]})".strip()
-
-
-def _with_formatter(add_parser):
-    return lambda *a, **k: add_parser(*a, formatter_class=Formatter, **k)
 
 
 def _negative_values(argv: list[str]) -> list[str]:

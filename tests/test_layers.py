@@ -16,7 +16,7 @@ LAYERS = [
     ("training",),
     ("hub", "studies", "zoo"),
     ("teach",),
-    ("demo", "playground"),
+    ("demo", "playground", "cli_help"),
     ("cli",),
     ("__main__",),
 ]
