@@ -233,3 +233,20 @@ def test_bad_checkpoint_metadata_is_refused_naming_file_and_field(tmp_path, caps
     with pytest.raises((ValueError, TypeError), match=f"bad.safetensors: {match}"):
         load_model(path)
     assert re.search(match, _cli_error(capsys, ["sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")]))
+
+
+@pytest.mark.parametrize("exc, code", [(ValueError("bad value"), "ditlab flops: error: bad value"),
+                                       (OSError("disk full"), "ditlab flops: error: disk full"),
+                                       (RuntimeError("boom"), "ditlab flops: error: RuntimeError: boom"),
+                                       (KeyboardInterrupt(), 130)])
+def test_every_refusal_exits_non_zero_without_a_traceback(monkeypatch, capsys, exc, code):
+    from ditlab import cli
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_flops", fail)
+    monkeypatch.delenv("DITLAB_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["flops"])
+    assert e.value.code == code and "Traceback" not in capsys.readouterr().err
