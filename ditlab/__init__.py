@@ -4,13 +4,13 @@ The library is a stack of layers; each imports only from the layers below it (te
 
     extras, checks            a missing optional package names its pip extra; argument checks for the boundary
     io, model                 files and image grids; the DiT itself (torch + einops only)
-    diffusion, data, checkpoint
+    diffusion, data, checkpoint   noise and samplers' maths; datasets; which checkpoint a name means, read safely
     sampling                  sampling a model
     eval                      Gflops, Table 4, judge, metrics and a training run's verdict (which samples)
     training                  the training loop
-    hub, studies, zoo         diffusers and released weights; the scaling study; the shipped checkpoints
+    hub, studies, zoo         diffusers, the released weights' loader and the SD VAE; the scaling study; the shipped checkpoints
     teach                     the notebooks' figures and widgets
-    demo, playground          `ditlab demo`; `ditlab playground` (the widgets as a Voilà web app)
+    demo, playground, cli_help   `ditlab demo`; `ditlab playground` (the widgets as a Voilà web app); --help text
     cli                       the command line
 
 `import ditlab` is instant: the names below load their module on first use.
@@ -24,7 +24,7 @@ _API = {
                      "sincos_2d"],
     "ditlab.diffusion": ["GaussianDiffusion", "create_diffusion", "create_flow"],
     "ditlab.data": ["load_dataset"],
-    "ditlab.checkpoint": ["load_model", "save_model"],
+    "ditlab.checkpoint": ["load_model", "resolve_checkpoint", "save_model"],
     "ditlab.sampling": ["sample"],
     "ditlab.eval": ["count_flops", "count_params", "estimate_flops", "estimate_params", "evaluate", "get_judge"],
     "ditlab.training": ["TrainConfig", "train"],

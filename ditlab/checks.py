@@ -74,3 +74,11 @@ def of_type(name: str, value, types, what: str):
 
 def _as_tuple(types) -> tuple:
     return types if isinstance(types, tuple) else (types,)
+
+
+def refuse(what: str, problems, error=ValueError) -> None:
+    """One error naming every problem found: `problems` is [(is_bad, why), ...]; nothing happens when none is bad.
+    `refuse("cannot convert", [(c.block != "adaLN-Zero", f"block={c.block!r}"), ...])`."""
+    found = [why for bad, why in problems if bad]
+    if found:
+        raise error(f"{what}: {'; '.join(found)}" if what else "; ".join(found))

@@ -2,19 +2,25 @@
 
   ditlab demo                      train a small DiT on the built-in digits, sample, judge (minutes on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
-  ditlab sample --ckpt RUN ...     class-conditional sample grid from a ditlab or official checkpoint
+  ditlab sample --ckpt NAME ...    class-conditional sample grid: a shipped name (digits-p4), a run folder, a file
+  ditlab list                      the checkpoints --ckpt takes: shipped names, runs in this folder, released names
   ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
   ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
   ditlab playground                the sampling playground and scaling explorer as a web app (Voilà, the `app` extra)
   ditlab objectives                after DiT: DDPM vs rectified flow vs logit-normal t vs the modern block, vs NFE
 """
 import argparse
+import functools
 import json
+import os
+import re
 import sys
+import textwrap
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .checkpoint import load_model
+from .checkpoint import RELEASED, load_model, local_runs, release_cache_dir
+from .cli_help import TRAIN_NONE, Formatter, document, field_comments, none_means
 from .demo import run_demo
 from .playground import serve
 from .eval import flops_table, format_table
@@ -27,8 +33,11 @@ from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
 from .training.advice import command_line
 from .training.config import RECIPE_FIELDS, RECIPE_NAMES
+from .zoo import card, checkpoint_dir, list_pretrained
 
 
+# refusals whose message says it all; any other exception is shown with its type
+ERRORS = (ValueError, TypeError, OSError, FloatingPointError, MemoryError, ImportError)
 MODERN_FLAGS = dict(rmsnorm=("norm", "rmsnorm"), swiglu=("mlp", "swiglu"), qk_norm=("qk_norm", True),
                     rope=("rope", True))
 
@@ -42,21 +51,27 @@ def cmd_flops(args) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--batch-size, --lr, ...); unset flags keep the config's defaults (None: the
-    recipe's, see ditlab.training.recipes)."""
+    """One flag per TrainConfig field (--batch-size, --lr, ...), its help from the field's comment and its default
+    shown; unset flags keep the config's defaults (None: the recipe's, see ditlab.training.recipes, or the data's)."""
+    comments = field_comments()
     for f in fields(TrainConfig):
         flag, typ = "--" + f.name.replace("_", "-"), str(f.type)
-        default = "the recipe's" if f.name in RECIPE_FIELDS else f.default if f.default is not MISSING else "{}"
+        default = "the recipe's" if f.name in RECIPE_FIELDS else TRAIN_NONE.get(f.name, f.default) \
+            if f.default is not MISSING else "{}"
+        text = re.sub(r";? ?None: the recipe's|\(default: [^)]*\)|default \w+", "", comments.get(f.name, "")).strip()
+        text = f"{text.rstrip(';,')} (default: {default})".strip().replace("%", "%%")
         if f.name == "recipe":
             p.add_argument(flag, choices=RECIPE_NAMES, help="hyper-parameters for the options not given: quick (short "
-                           "CPU runs), paper (the paper's, for long runs); auto picks by model and steps (default auto)")
+                           "CPU runs), paper (the paper's, for long runs); auto picks by model and steps (default: "
+                           "auto)")
         elif f.name == "model_args":
-            p.add_argument(flag, type=json.loads, help='DiTConfig overrides as JSON, e.g. \'{"depth": 4}\'')
+            p.add_argument(flag, type=json.loads, help='DiTConfig overrides as JSON, e.g. \'{"depth": 4}\' (default: '
+                           'none)')
         elif f.type is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default {default})")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         else:
             kind = float if "float" in typ else int if "int" in typ else str
-            p.add_argument(flag, type=kind, help=f"(default {default})")
+            p.add_argument(flag, type=kind, help=text)
 
 
 def _train_kwargs(args) -> dict:
@@ -132,9 +147,26 @@ def cmd_objectives(args) -> None:
     print(f"wrote {args.out_dir}/objectives.csv, objectives.png and objectives_grids.png")
 
 
+def cmd_list(args) -> None:
+    """What `--ckpt` (and `ditlab.load_model`) take: shipped names, runs below this folder, released names."""
+    print(f"shipped checkpoints ({checkpoint_dir()}): ditlab sample --ckpt NAME")
+    for name, c in ((name, card(name)) for name in list_pretrained()):
+        print(f"  {name:<16} {c.get('data')} {c.get('image_size')} px, {c.get('model')}, "
+              f"{c.get('objective', {}).get('objective', 'ddpm')}, accuracy {c.get('eval', {}).get('accuracy')}")
+    runs = local_runs()
+    print(f"runs in {os.getcwd()}: ditlab sample --ckpt RUN"
+          + ("" if runs else "\n  none (ditlab demo writes runs/demo)"))
+    for run in runs:
+        print(f"  {run}")
+    print(f"released (downloaded once into {release_cache_dir()}, 2.7 GB each): ditlab sample --ckpt NAME")
+    for name in RELEASED:
+        print(f"  {name:<16} {'cached' if (release_cache_dir() / f'{name}.pt').exists() else 'not downloaded yet'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="ditlab", description=__doc__, formatter_class=Formatter)
+    sub = p.add_subparsers(dest="command", required=True,
+                           parser_class=functools.partial(argparse.ArgumentParser, formatter_class=Formatter))
     f = sub.add_parser("flops", help="params and Gflops of the paper's configs next to Table 4")
     f.add_argument("--method", choices=["estimate", "fvcore"], default="estimate",
                    help="closed form (instant) or fvcore over a real forward pass (slower)")
@@ -146,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="sample a class-conditional image grid")
+    s = sub.add_parser("sample", help="sample a class-conditional image grid", epilog=textwrap.fill(
+        f"--ckpt takes a shipped name ({', '.join(list_pretrained()) or 'none found'}), a run folder, a .safetensors "
+        f"/ .pt file or a released name ({', '.join(RELEASED)}); `ditlab list` shows them all.", 100))
     s.add_argument("--ckpt", required=True, help="ditlab run folder / .safetensors, or an official DiT .pt")
     s.add_argument("--labels", default=None, help="comma-separated class ids or names (default: every class)")
     s.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given "
@@ -167,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an --out or --tensors file that is not an image")
     s.add_argument("--tensors", default=None, help="also save images/labels to this .safetensors")
     s.set_defaults(func=cmd_sample)
+    none_means(s, device="cpu", nrow="a square grid", guidance_channels="every channel", cfg_interval="every t",
+                tensors="not written")
 
     c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
     c.add_argument("--sizes", default="Pico,Nano,Mi")
@@ -217,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, default=20, help="images per grid")
     g.add_argument("--steps", type=int, default=25, help="sampling steps")
     g.set_defaults(func=cmd_playground)
+
+    ls = sub.add_parser("list", help="the checkpoints --ckpt takes: shipped names, runs here, released names")
+    ls.set_defaults(func=cmd_list)
+    document(p)
     return p
 
 
@@ -240,23 +280,25 @@ def _is_number(s: str) -> bool:
 
 
 def cmd_playground(args) -> None:
-    try:
-        serve(model=args.model, port=args.port, host=args.host, n=args.n, steps=args.steps)
-    except ModuleNotFoundError as e:  # the `app` extra is missing
-        sys.exit(f"ditlab playground: error: {e}")
+    serve(model=args.model, port=args.port, host=args.host, n=args.n, steps=args.steps)
 
 
 def main(argv=None) -> None:
+    """Every refusal exits non-zero with one `ditlab <command>: error: ...` message and no traceback (set
+    DITLAB_DEBUG=1 for one); Ctrl-C exits 130."""
     args = build_parser().parse_args(_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         args.func(args)
-    except (ValueError, TypeError, OSError, FloatingPointError, MemoryError) as e:  # OSError: files, disk, network
-        sys.exit(f"ditlab {args.command}: error: {e}")
     except KeyboardInterrupt:
         print(f"\nditlab {args.command}: interrupted (Ctrl-C)"
               + ("; the run keeps its last checkpoint: continue it with --resume" if args.command == "train" else ""),
               file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - ValueError, OSError, a missing extra, torch's RuntimeErrors, ...
+        if os.environ.get("DITLAB_DEBUG"):
+            raise
+        text = str(e).strip() or type(e).__name__
+        sys.exit(f"ditlab {args.command}: error: {text if isinstance(e, ERRORS) else f'{type(e).__name__}: {text}'}")
 
 
 if __name__ == "__main__":

@@ -16,21 +16,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from .checkpoint import resolve_checkpoint, shipped_names
+from .checks import integer, refuse
+
 EXTRA = "app"
 
 
 def check_voila() -> None:
     """A clear error naming the extra when Voilà is not installed."""
-    if importlib.util.find_spec("voila") is None:
-        raise ModuleNotFoundError(f"ditlab playground needs Voilà, in the '{EXTRA}' extra: pip install -e "
-                                  f"\".[{EXTRA}]\" (in the repository) or pip install \"ditlab[{EXTRA}]\"")
+    refuse("ditlab playground needs Voilà", [(importlib.util.find_spec("voila") is None, f"in the '{EXTRA}' extra: "
+           f"pip install -e \".[{EXTRA}]\" (in the repository) or pip install \"ditlab[{EXTRA}]\"")],
+           ModuleNotFoundError)
 
 
 def app_notebook(model: str | None = None, n: int = 20, steps: int = 25, fallback_steps: int | None = None) -> dict:
     """The notebook Voilà renders (nbformat 4 as a dict): a title and the three widgets in tabs."""
-    for name, v in (("n", n), ("steps", steps)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    n, steps = integer("n", n, min=1), integer("steps", steps, min=1)
     code = ("from ditlab.teach import widgets\n"
             f"widgets.demo_app(model={model!r}, n={n}, steps={steps}, fallback_steps={fallback_steps!r})")
     title = ("# ditlab · Diffusion Transformers playground\n"
@@ -54,8 +55,8 @@ def _wait_for(host: str, port: int, proc: subprocess.Popen, timeout: float) -> N
     end = time.monotonic() + timeout
     url = f"http://{host}:{port}/"
     while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise OSError(f"Voilà exited with code {proc.returncode} before serving {url}; its log: {proc.log}")
+        refuse("Voilà", [(proc.poll() is not None,
+                          f"exited with code {proc.returncode} before serving {url}; its log: {proc.log}")], OSError)
         try:
             socket.create_connection((host, port), timeout=2).close()
             return
@@ -68,14 +69,14 @@ def start(model: str | None = None, port: int = 8866, host: str = "127.0.0.1", n
           fallback_steps: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
     """Start Voilà on the app notebook; returns (process, URL) once the server answers. `port` 0: a free one; a
     port in use is an error (Voilà would otherwise move to another port than the printed URL's)."""
-    check_voila()
-    if not isinstance(port, int) or not 0 <= port < 65536:
-        raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
+    port = integer("port", port, min=0, max=65535)
+    if model is not None and shipped_names() and model not in shipped_names():
+        resolve_checkpoint(model)  # a typo is told here, with what exists and the closest name, not in the page
     if port:
         with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                raise OSError(f"port {port} on {host} is in use (another ditlab playground?): pass --port 0 for a "
-                              "free one")
+            refuse("", [(s.connect_ex((host, port)) == 0, f"port {port} on {host} is in use (another ditlab "
+                                                          "playground?): pass --port 0 for a free one")], OSError)
+    check_voila()
     folder = Path(tempfile.mkdtemp(prefix="ditlab-playground-"))
     (folder / "playground.ipynb").write_text(json.dumps(app_notebook(model, n, steps, fallback_steps)))
     port = port or free_port(host)
@@ -114,5 +115,5 @@ def serve(**kwargs) -> None:
         proc.wait()
     finally:
         stop(proc)
-    if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
-        raise OSError(f"Voilà stopped with code {proc.returncode}; its log: {proc.log}")
+    refuse("Voilà", [(proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT),
+                      f"stopped with code {proc.returncode}; its log: {proc.log}")], OSError)

@@ -5,7 +5,6 @@
 config in the metadata, plus a JSON card beside it.
 """
 import json
-import os
 import platform
 import statistics
 import time
@@ -13,26 +12,19 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model, save_model
+from .checks import refuse
+from .checkpoint import checkpoint_dir, load_model, not_shipped, save_model, shipped_names
 from .data import load_dataset
 from .eval import estimate_flops, estimate_params, evaluate, get_judge
-from .io import shipped_path
 from .sampling import objective_of, sample, samplers_for
 from .training import read_log
 
-CHECKPOINT_DIR = shipped_path("checkpoints")  # data/checkpoints/ of the repository, packed into the wheel
 DEFAULT = "digits-p4"
 
 
-def checkpoint_dir() -> Path:
-    """`$DITLAB_CHECKPOINTS`, else the shipped `data/checkpoints/` (in the checkout or the installed package)."""
-    return Path(os.environ.get("DITLAB_CHECKPOINTS") or CHECKPOINT_DIR)
-
-
 def list_pretrained() -> list[str]:
-    """Names of the shipped checkpoints, e.g. ["digits-p2", "digits-p4", "digits-p8", "mnist-p2"]."""
-    d = checkpoint_dir()
-    return sorted(p.stem for p in d.glob("*.safetensors")) if d.exists() else []
+    """Names of the shipped checkpoints (`$DITLAB_CHECKPOINTS`, else data/checkpoints/), e.g. ["digits-p4", ...]."""
+    return shipped_names()
 
 
 def card(name: str) -> dict:
@@ -43,10 +35,7 @@ def card(name: str) -> dict:
 
 def load_pretrained(name: str = DEFAULT, device="cpu"):
     """A shipped checkpoint by name, as a float32 DiT in eval mode."""
-    names = list_pretrained()
-    if name not in names:
-        raise ValueError(f"unknown pretrained checkpoint {name!r}; shipped: {names or 'none found in ' + str(checkpoint_dir())}"
-                         " (set $DITLAB_CHECKPOINTS to a folder of ditlab checkpoints, or use ditlab.load_model(path))")
+    refuse("", [(name not in list_pretrained(), not_shipped(name))])
     model = load_model(checkpoint_dir() / f"{name}.safetensors", device=device)
     model.card = card(name)
     return model

@@ -137,7 +137,7 @@ def page(browser):
 
 # ---------------------------------------------------------------- JupyterLab: open and run a notebook
 
-def _run_all(page, lab, name: str, timeout_s: float = 150) -> None:
+def _run_all(page, lab, name: str, timeout_s: float = 900) -> None:  # a hang guard, not a speed check
     """Open the notebook, "Run All Cells" from the menu, wait until every code cell has run."""
     try:
         _run_all_cells(page, lab, name, timeout_s)

@@ -197,3 +197,56 @@ def test_the_number_of_classes_is_recorded_or_never_guessed(tmp_path):
     released = DiT(cfg.replace(num_classes=1000, class_dropout_prob=0.1))  # the official releases: 1000 + null
     torch.save(released.state_dict(), tmp_path / "release.pt")
     assert load_model(tmp_path / "release.pt").config == released.config
+
+
+def _tiny_file(tmp_path, name="m.safetensors", **metadata):
+    model = DiT(DiTConfig(input_size=8, patch_size=4, in_channels=1, hidden_size=48, depth=1, num_heads=3,
+                          num_classes=10))
+    return model, save_model(model, tmp_path / name, **metadata)
+
+
+def test_weights_with_nan_or_inf_are_refused_on_load(tmp_path, capsys):
+    model, _ = _tiny_file(tmp_path)
+    with torch.no_grad():
+        model.final_layer.linear.weight[0, 0] = float("nan")
+        model.pos_embed[0, 0, 0] = float("inf")
+    path = save_model(model, tmp_path / "diverged.safetensors")
+    with pytest.raises(ValueError, match=r"diverged.safetensors: 2 weight tensors hold NaN or inf"):
+        load_model(path)
+    msg = _cli_error(capsys, ["sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")])
+    assert "NaN or inf" in msg and not (tmp_path / "s.png").exists()  # no blank grid, exit non-zero
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("config", "{not json", r"metadata field 'config' is not valid JSON"),
+    ("classes", "[1, 2", r"metadata field 'classes' is not valid JSON"),
+    ("objective", "flow", r"metadata field 'objective' is not valid JSON"),
+    ("objective", '{"objective": "gan"}', r"metadata field 'objective' must be one of \['ddpm', 'flow'\], got 'gan'"),
+    ("objective", '["flow"]', r"metadata field 'objective' must be a JSON object"),
+])
+def test_bad_checkpoint_metadata_is_refused_naming_file_and_field(tmp_path, capsys, field, value, match):
+    model, good = _tiny_file(tmp_path)
+    from ditlab.io import load_tensors, save_tensors
+
+    sd, meta = load_tensors(good)
+    path = save_tensors(tmp_path / "bad.safetensors", sd, {**meta, field: value})
+    with pytest.raises((ValueError, TypeError), match=f"bad.safetensors: {match}"):
+        load_model(path)
+    assert re.search(match, _cli_error(capsys, ["sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")]))
+
+
+@pytest.mark.parametrize("exc, code", [(ValueError("bad value"), "ditlab flops: error: bad value"),
+                                       (OSError("disk full"), "ditlab flops: error: disk full"),
+                                       (RuntimeError("boom"), "ditlab flops: error: RuntimeError: boom"),
+                                       (KeyboardInterrupt(), 130)])
+def test_every_refusal_exits_non_zero_without_a_traceback(monkeypatch, capsys, exc, code):
+    from ditlab import cli
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_flops", fail)
+    monkeypatch.delenv("DITLAB_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["flops"])
+    assert e.value.code == code and "Traceback" not in capsys.readouterr().err

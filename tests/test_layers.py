@@ -17,7 +17,7 @@ LAYERS = [
     ("training",),
     ("hub", "studies", "zoo"),
     ("teach",),
-    ("demo", "playground"),
+    ("demo", "playground", "cli_help"),
     ("cli",),
     ("__main__",),
 ]

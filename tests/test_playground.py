@@ -16,7 +16,7 @@ def test_app_notebook_is_one_widget_cell():
     assert code == ["from ditlab.teach import widgets\n"
                     "widgets.demo_app(model='digits-p2', n=4, steps=3, fallback_steps=None)"]
     assert nb.metadata.kernelspec.name == "python3"
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         playground.app_notebook(steps=0)
 
 
@@ -30,19 +30,17 @@ def test_missing_app_extra_is_a_clear_error(monkeypatch, capsys):
     assert "ditlab playground: error:" in str(e.value) and "[app]" in str(e.value)
 
 
-def test_bad_port():
-    if importlib.util.find_spec("voila") is None:
-        pytest.skip("voila is not installed (the 'app' extra)")
-    with pytest.raises(ValueError, match="port must be an int"):
+def test_bad_port_and_model_come_before_voila():
+    with pytest.raises(ValueError, match=r"port must be an int in \[0, 65535\], got 70000"):
         playground.start(port=70000)
+    with pytest.raises(FileNotFoundError, match="Did you mean 'digits-p4'"):
+        playground.start(model="digit-p4", port=0)
 
 
 def test_a_port_in_use_is_an_error_not_another_port():
     import socket
 
-    if importlib.util.find_spec("voila") is None:
-        pytest.skip("voila is not installed (the 'app' extra)")
-    with socket.socket() as s:
+    with socket.socket() as s:  # checked before Voilà is looked for
         s.bind(("127.0.0.1", 0))
         s.listen()
         with pytest.raises(OSError, match="is in use"):

@@ -15,7 +15,7 @@ from ditlab.checkpoint import save_model  # noqa: E402
 from ditlab.eval import estimate_flops, gflops_text, paper_table  # noqa: E402
 from ditlab.model import DiT, DiTConfig, get_config  # noqa: E402
 from ditlab.teach import explore, widgets  # noqa: E402
-from ditlab.zoo import CHECKPOINT_DIR  # noqa: E402
+from ditlab.checkpoint import CHECKPOINT_DIR  # noqa: E402
 
 PNG = b"\x89PNG"
 CLASSES = [f"c{i}" for i in range(10)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_model, load_state_dict_checked
+from ..checks import refuse
 from ..data.imagenet import imagenet_names
 from ..extras import requires
 from ..io import hub_reachable
@@ -27,22 +28,15 @@ DIT_BETAS = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_
 # ---- model conversion ------------------------------------------------------------------------------
 def diffusers_config(config: DiTConfig) -> dict:
     """`DiTTransformer2DModel(**kwargs)` for a DiT config; ValueError for what diffusers' DiT cannot express."""
-    c = config
-    if c.block != "adaLN-Zero":
-        raise ValueError(f"diffusers' DiTTransformer2DModel only implements block='adaLN-Zero', got block={c.block!r}")
-    if c.pos_embed != "sincos":
-        raise ValueError("diffusers' DiT recomputes a fixed sin-cos positional embedding; a model with "
-                         f"pos_embed={c.pos_embed!r} cannot be converted")
+    c, (h, w) = config, config.hw
     modern = {k: getattr(c, k) for k, v in dict(norm="layernorm", mlp="gelu", qk_norm=False, rope=False).items()
               if getattr(c, k) != v}
-    if modern:
-        raise ValueError(f"diffusers' DiT has the paper's block; the modern block's options {modern} cannot be "
-                         "converted")
-    if c.mlp_ratio != 4.0:
-        raise ValueError(f"diffusers' DiT has a 4x MLP; mlp_ratio={c.mlp_ratio} cannot be converted")
-    h, w = c.hw
-    if h != w:
-        raise ValueError(f"diffusers' DiT is square (sample_size); input_size={c.input_size} cannot be converted")
+    refuse("diffusers' DiTTransformer2DModel cannot express this model", [
+        (c.block != "adaLN-Zero", f"it only implements block='adaLN-Zero', got block={c.block!r}"),
+        (c.pos_embed != "sincos", f"it recomputes a fixed sin-cos positional embedding, got pos_embed={c.pos_embed!r}"),
+        (bool(modern), f"it has the paper's block, not the modern block's options {modern}"),
+        (c.mlp_ratio != 4.0, f"it has a 4x MLP, got mlp_ratio={c.mlp_ratio}"),
+        (h != w, f"it is square (sample_size), got input_size={c.input_size}")])
     return dict(num_attention_heads=c.num_heads, attention_head_dim=c.hidden_size // c.num_heads,
                 in_channels=c.in_channels, out_channels=c.out_channels, num_layers=c.depth, sample_size=h,
                 patch_size=c.patch_size, num_embeds_ada_norm=c.num_classes, activation_fn="gelu-approximate",
@@ -101,8 +95,7 @@ def to_diffusers(model: DiT, exact: bool = True):
     with requires("hf"):
         from diffusers import DiTTransformer2DModel  # heavy optional dependency (the [hf] extra)
 
-    if not isinstance(model, DiT):
-        raise TypeError(f"model must be a ditlab DiT, got {type(model).__name__}")
+    refuse("", [(not isinstance(model, DiT), f"model must be a ditlab DiT, got {type(model).__name__}")], TypeError)
     c = model.config
     kwargs = diffusers_config(c)
     sd = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
@@ -127,12 +120,15 @@ def to_diffusers(model: DiT, exact: bool = True):
             out[d + name + ".weight"], out[d + name + ".bias"] = w, b
     transformer = DiTTransformer2DModel(**kwargs)
     transformer.load_state_dict(out, strict=True)
-    if not torch.allclose(transformer.pos_embed.pos_embed[0], sd["pos_embed"][0], atol=1e-5):
-        raise ValueError("this model's stored pos_embed is not the standard 2D sin-cos table that diffusers "
-                         "recomputes; it cannot be converted")
+    refuse("cannot convert", [(not torch.allclose(transformer.pos_embed.pos_embed[0], sd["pos_embed"][0], atol=1e-5),
+                                "the stored pos_embed is not the standard 2D sin-cos table diffusers recomputes")])
     if exact:
         make_exact(transformer)
     return _like(transformer, next(model.parameters()))
+
+
+def _block0(key: str, i: int) -> str:
+    return key.replace(f"transformer_blocks.{i}.", "transformer_blocks.0.")
 
 
 def from_diffusers(transformer, class_dropout_prob: float = 0.1) -> DiT:
@@ -141,28 +137,25 @@ def from_diffusers(transformer, class_dropout_prob: float = 0.1) -> DiT:
     The ditlab model always computes the official DiT, i.e. what `make_exact(transformer)` computes; a stock
     diffusers model differs from it by ~3 %. class_dropout_prob=0 drops diffusers' null-class row."""
     cfg = transformer.config
-    if getattr(cfg, "norm_type", None) != "ada_norm_zero" or getattr(cfg, "num_embeds_ada_norm", None) is None:
-        raise ValueError("only class-conditional adaLN-Zero DiT transformers (norm_type='ada_norm_zero') convert")
-    if cfg.activation_fn != "gelu-approximate" or cfg.norm_elementwise_affine or not cfg.attention_bias:
-        raise ValueError("expected activation_fn='gelu-approximate', norm_elementwise_affine=False and "
-                         "attention_bias=True (the DiT architecture)")
     C = cfg.in_channels
     out_ch = cfg.out_channels or C
-    if out_ch not in (C, 2 * C):
-        raise ValueError(f"out_channels must be in_channels ({C}) or 2*in_channels (learned Σ), got {out_ch}")
+    refuse("not a DiT transformer", [
+        (getattr(cfg, "norm_type", None) != "ada_norm_zero" or getattr(cfg, "num_embeds_ada_norm", None) is None,
+         "only class-conditional adaLN-Zero DiT transformers (norm_type='ada_norm_zero') convert"),
+        (cfg.activation_fn != "gelu-approximate" or cfg.norm_elementwise_affine or not cfg.attention_bias,
+         "expected activation_fn='gelu-approximate', norm_elementwise_affine=False and attention_bias=True"),
+        (out_ch not in (C, 2 * C),
+         f"out_channels must be in_channels ({C}) or 2*in_channels (learned Σ), got {out_ch}")])
     D = cfg.num_attention_heads * cfg.attention_head_dim
     config = DiTConfig(input_size=cfg.sample_size, patch_size=cfg.patch_size, in_channels=C, hidden_size=D,
                        depth=cfg.num_layers, num_heads=cfg.num_attention_heads, mlp_ratio=4.0,
                        class_dropout_prob=class_dropout_prob, num_classes=cfg.num_embeds_ada_norm,
                        learn_sigma=out_ch == 2 * C)
     src = {k: v.detach().cpu().float() for k, v in transformer.state_dict().items()}
-    for i in range(1, cfg.num_layers):  # ditlab shares one embedder: the per-block copies must agree
-        for k in _embedder_keys(i).values():
-            k0 = k.replace(f"transformer_blocks.{i}.", "transformer_blocks.0.")
-            for p in ("weight", "bias"):
-                if f"{k}.{p}" in src and not torch.equal(src[f"{k}.{p}"], src[f"{k0}.{p}"]):
-                    raise ValueError(f"block {i}'s timestep/label embedder differs from block 0's; a DiT shares "
-                                     "one embedder, so this transformer cannot be converted")
+    differ = sorted({i for i in range(1, cfg.num_layers) for k in _embedder_keys(i).values() for p in ("weight", "bias")
+                     if f"{k}.{p}" in src and not torch.equal(src[f"{k}.{p}"], src[f"{_block0(k, i)}.{p}"])})
+    refuse("cannot convert", [(differ, f"the timestep/label embedders of blocks {differ} differ from block 0's; "
+                                       "a DiT shares one embedder")])  # ditlab shares it: the copies must agree
     sd = {}
     for dst, s in _TOP_KEYS.items():
         for p in ("weight", "bias"):
@@ -199,28 +192,24 @@ def to_pipeline(model, vae=None, scheduler=None, id2label: dict | None = None):
     if not isinstance(model, DiT):
         model = load_model(model)
     c = model.config
-    if c.num_classes != 1000 or not c.has_null_class:
-        raise ValueError(f"DiTPipeline needs num_classes=1000 with a null class (it hard-codes label 1000 as "
-                         f"the unconditional label); this model has num_classes={c.num_classes}, "
-                         f"class_dropout_prob={c.class_dropout_prob}. Sample it with ditlab.sample(model, ..., "
-                         "sampler=<diffusers scheduler>, vae=...) instead")
-    if vae is None:
-        if c.in_channels != 4:
-            raise ValueError(f"this is a pixel-space model (in_channels={c.in_channels}), and DiTPipeline always "
-                             "decodes with a VAE; sample it with ditlab.sample or sample_with_scheduler instead")
-        vae = load_sd_vae("ema")
-    if getattr(vae.config, "latent_channels", None) != c.in_channels:
-        raise ValueError(f"vae.config.latent_channels={getattr(vae.config, 'latent_channels', None)} must equal "
-                         f"the model's in_channels={c.in_channels}")
+    refuse("DiTPipeline cannot sample this model", [
+        (c.num_classes != 1000 or not c.has_null_class, f"it needs num_classes=1000 with a null class (label 1000 is "
+         f"its unconditional label), got num_classes={c.num_classes}, class_dropout_prob={c.class_dropout_prob}; "
+         "sample with ditlab.sample(model, ..., sampler=<diffusers scheduler>, vae=...) instead"),
+        (vae is None and c.in_channels != 4, f"this is a pixel-space model (in_channels={c.in_channels}) and "
+         "DiTPipeline always decodes with a VAE; sample it with ditlab.sample or sample_with_scheduler instead")])
+    vae = load_sd_vae("ema") if vae is None else vae
     scheduler = scheduler_from_name("ddim") if scheduler is None else scheduler
-    if getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range"):
-        raise ValueError("DiTPipeline passes only ε to the scheduler (it drops the learned Σ channels): use a "
-                         "scheduler without a learned variance_type, e.g. scheduler_from_name('ddpm', "
-                         "variance_type='fixed_small')")
-    if float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0:
-        raise ValueError(f"DiTPipeline does not scale its initial noise by scheduler.init_noise_sigma "
-                         f"({float(scheduler.init_noise_sigma):.1f} for {type(scheduler).__name__}); use a scheduler "
-                         "with init_noise_sigma=1 (DDIM, DDPM, DPM-Solver, UniPC, ...) or sample_with_scheduler")
+    sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))
+    refuse("DiTPipeline cannot use this VAE or scheduler", [
+        (getattr(vae.config, "latent_channels", None) != c.in_channels, f"vae.config.latent_channels="
+         f"{getattr(vae.config, 'latent_channels', None)} must equal the model's in_channels={c.in_channels}"),
+        (getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range"), "it passes only ε to the "
+         "scheduler (it drops the learned Σ channels): use a scheduler without a learned variance_type, e.g. "
+         "scheduler_from_name('ddpm', variance_type='fixed_small')"),
+        (sigma != 1.0, f"it does not scale its initial noise by scheduler.init_noise_sigma ({sigma:.1f} for "
+         f"{type(scheduler).__name__}); use one with init_noise_sigma=1 (DDIM, DDPM, DPM-Solver, UniPC, ...) or "
+         "sample_with_scheduler")])
     if id2label is None:
         id2label = {i: ", ".join(n) for i, n in enumerate(imagenet_names())}
     id2label = {int(k): v for k, v in id2label.items()}

@@ -20,9 +20,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..checkpoint import RELEASED
+from ..checks import integer, refuse
 from ..io import atomic_write, float_to_uint8
 from ..sampling import Guidance, sample
-from .pretrained import RELEASED, load_released, load_sd_vae
+from .pretrained import load_released, load_sd_vae
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> None:
-    if args.num_samples < 1 or args.per_proc_batch_size < 1:
-        raise ValueError("--num-samples and --per-proc-batch-size must be positive")
-    if not 1 <= args.steps <= 1000:
-        raise ValueError(f"--steps must be in [1, 1000], got {args.steps}")
-    if not args.out.endswith(".npz"):
-        raise ValueError(f"--out must end with .npz, got {args.out!r}")
+    integer("--num-samples", args.num_samples, min=1)
+    integer("--per-proc-batch-size", args.per_proc_batch_size, min=1)
+    integer("--steps", args.steps, min=1, max=1000)
+    refuse("", [(not args.out.endswith(".npz"), f"--out must end with .npz, got {args.out!r}")])
 
 
 def _load(args, device):
@@ -59,8 +59,8 @@ def _load(args, device):
     C = model.config.in_channels
     kind = ("ema" if C == 4 else "none") if args.vae == "auto" else args.vae
     vae = None if kind == "none" else load_sd_vae(kind, device=device)
-    if vae is None and C not in (1, 3):
-        raise ValueError(f"a {C}-channel model needs --vae to decode its latents into RGB images")
+    refuse("", [(vae is None and C not in (1, 3), f"a {C}-channel model needs --vae to decode its latents into RGB "
+                                                   "images")])
     g = args.guidance_channels
     g = (3 if C == 4 else None) if g == "auto" else None if g == "all" else int(g)
     return model, vae, g

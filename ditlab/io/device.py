@@ -3,6 +3,8 @@ import os
 
 import torch
 
+from ..checks import refuse
+
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """"auto" (this process's GPU under torchrun, else the GPU, else the CPU), "cpu", "cuda", "cuda:N" or "mps"
@@ -15,15 +17,13 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ValueError(f"device {name!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if device.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ValueError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}, no usable GPU); "
-                             "use 'cpu' or 'auto'")
-        if device.index is not None and device.index >= n:
-            raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available here; use 'cpu' or 'auto'")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    cuda = device.type == "cuda"
+    n = torch.cuda.device_count() if cuda and torch.cuda.is_available() else 0
+    refuse(f"device {name!r}", [
+        (cuda and n == 0,
+         f"CUDA is not available here (torch {torch.__version__}, no usable GPU); use 'cpu' or 'auto'"),
+        (cuda and 0 < n <= (device.index or 0), f"this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}"),
+        (device.type == "mps" and not torch.backends.mps.is_available(),
+         "MPS (Apple GPU) is not available here; use 'cpu' or 'auto'"),
+        (device.type not in ("cpu", "cuda", "mps"), "not supported; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")])
     return device

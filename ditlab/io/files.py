@@ -6,6 +6,8 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..checks import refuse
+
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written file."""
@@ -55,17 +57,18 @@ def _nearest_existing(path: Path) -> Path:
 
 def _check_creatable(path: Path, what: str) -> None:
     base = _nearest_existing(path.absolute().parent)
-    if not base.is_dir():
-        raise NotADirectoryError(f"{what} {str(path)!r}: {str(base)!r} is a file, not a folder; choose another path")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {str(path)!r}: no permission to write in {str(base)!r}; choose another path")
+    where = f"{what} {str(path)!r}"
+    refuse(where, [(not base.is_dir(), f"{str(base)!r} is a file, not a folder; choose another path")],
+           NotADirectoryError)
+    refuse(where, [(not os.access(base, os.W_OK | os.X_OK), f"no permission to write in {str(base)!r}; choose "
+                                                           "another path")], PermissionError)
 
 
 def check_output_file(path, what: str = "output file") -> Path:
     """Refuse an output file that is a folder or cannot be created — before any work is done."""
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'samples.png')!r}")
+    refuse("", [(path.is_dir(), f"{what} {str(path)!r} is a folder; give a file name, e.g. "
+                                f"{str(path / 'samples.png')!r}")], IsADirectoryError)
     _check_creatable(path, what)
     return path
 
@@ -73,9 +76,10 @@ def check_output_file(path, what: str = "output file") -> Path:
 def check_output_dir(path, what: str = "output folder") -> Path:
     """Refuse an output folder that is a file or cannot be created — before any work is done."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{what} {str(path)!r} is a file; give a folder (a new or empty one)")
-    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {str(path)!r}: no permission to write in it; choose another folder")
+    where = f"{what} {str(path)!r}"
+    refuse("", [(path.exists() and not path.is_dir(), f"{where} is a file; give a folder (a new or empty one)")],
+           NotADirectoryError)
+    refuse(where, [(path.is_dir() and not os.access(path, os.W_OK | os.X_OK),
+                    "no permission to write in it; choose another folder")], PermissionError)
     _check_creatable(path, what)
     return path

@@ -1,6 +1,7 @@
 """Saving and loading DiT weights safely: ditlab files, the official release and the official train format.
 
-Formats understood by `load_model(path)`:
+Formats understood by `load_model(ckpt)` (which first asks `resolve_checkpoint` what `ckpt` names: a shipped name, a
+run folder, a file or a released name):
 - ditlab model file: `*.safetensors` whose metadata holds the config (written by `save_model`);
 - ditlab training run folder (written by `ditlab.train`): loads its EMA weights, those of `checkpoint.safetensors`
   unless `ema.safetensors` holds the same step (a run killed between the two writes leaves it behind);
@@ -18,11 +19,15 @@ import pickletools
 from pathlib import Path
 
 import torch
-from .io import open_tensors, resolve_device, save_tensors
-from .model import SIZES, DiT, DiTConfig, get_config
+from ..checks import of_type, one_of, refuse
+from ..io import open_tensors, resolve_device, save_tensors
+from ..model import SIZES, DiT, DiTConfig, get_config
+from .released import RELEASED
+from .resolve import resolve_checkpoint
 
 
 TRAIN_FORMAT = "ditlab-train"  # a run's checkpoint.safetensors (training/resume.py): model.*, ema.*, opt.*, rng.*
+OBJECTIVES = ("ddpm", "flow")  # what `read_objective` may find: the paper's DDPM, or flow matching (SiT)
 
 
 def save_model(model: DiT, path: str | os.PathLike, dtype: torch.dtype | None = None, **metadata) -> Path:
@@ -39,10 +44,9 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or _is_pickle(path):
-            raise ValueError(f"refusing to load {path}: it contains pickled objects other than tensors and plain "
-                             f"containers, which could run arbitrary code. Only weights are loaded (torch.load "
-                             f"weights_only=True). Details: {_unpickler_error(e)}") from None
+        refuse(f"refusing to load {path}", [("Unsupported global" in str(e) or _is_pickle(path),
+                "it contains pickled objects other than tensors and plain containers, which could run arbitrary "
+                f"code. Only weights are loaded (torch.load weights_only=True). Details: {_unpickler_error(e)}")])
         raise _unreadable(path, e) from None
     except (FileNotFoundError, PermissionError, MemoryError):
         raise
@@ -74,23 +78,20 @@ def _unreadable(path, e: Exception) -> ValueError:
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, list | None]:
     """(state_dict, config dict or None, class names or None) from any supported format; no model is built."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         return _read_run(path)
     if path.suffix == ".safetensors":
         with open_tensors(path) as f:
             meta = f.metadata() or {}
-            if meta.get("format") == TRAIN_FORMAT:
-                raise ValueError(f"{path} is a training checkpoint (weights, EMA and optimizer state, for resuming); "
-                                 f"to load its EMA weights pass the run folder {str(path.parent)!r} or "
-                                 f"{str(path.with_name('ema.safetensors'))!r}")
+            refuse("", [(meta.get("format") == TRAIN_FORMAT, f"{path} is a training checkpoint (weights, EMA and "
+                         "optimizer state, for resuming); to load its EMA weights pass the run folder "
+                         f"{str(path.parent)!r} or {str(path.with_name('ema.safetensors'))!r}")])
             sd = {k: f.get_tensor(k) for k in f.keys()}
-        config = json.loads(meta["config"]) if "config" in meta else _config_json_beside(path)
-        return sd, config, json.loads(meta["classes"]) if "classes" in meta else None
+        config = _field(meta, "config", path) if "config" in meta else _config_json_beside(path)
+        return sd, config, _field(meta, "classes", path)
     obj = safe_torch_load(path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict or an official DiT training checkpoint")
+    refuse("", [(not isinstance(obj, dict), f"{path} does not hold a state dict or an official DiT training "
+                                            "checkpoint")])
     if "ema" in obj and "args" in obj:  # official train.py format
         return obj["ema"], _config_json_beside(path) or _config_from_args(obj["args"]), None
     if "model" in obj and isinstance(obj["model"], dict) and not torch.is_tensor(obj["model"]):
@@ -107,11 +108,20 @@ def _read_run(run: Path) -> tuple[dict, dict, list | None]:
             meta = f.metadata() or {}
             if not (ema.exists() and _metadata(ema).get("step") == meta.get("step")):
                 sd = {k.removeprefix("ema."): f.get_tensor(k) for k in f.keys() if k.startswith("ema.")}
-                return sd, json.loads(meta["config"]), json.loads(meta.get("classes", "null"))
+                return sd, _field(meta, "config", ckpt), _field(meta, "classes", ckpt)
     for name in ("ema.safetensors", "model.safetensors"):
         if (run / name).exists():
             return read_checkpoint(run / name)
     raise FileNotFoundError(f"{run} is a folder without checkpoint.safetensors, ema.safetensors or model.safetensors")
+
+
+def _field(meta: dict, name: str, path: Path):
+    """The JSON value of metadata field `name` (None when absent); invalid JSON is refused naming file and field."""
+    try:
+        return json.loads(meta[name]) if name in meta else None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: metadata field {name!r} is not valid JSON ({e}): {meta[name][:80]!r}; "
+                         "re-create the file with ditlab.save_model") from None
 
 
 def _metadata(path: Path) -> dict:
@@ -145,16 +155,14 @@ def infer_config(sd: dict) -> DiTConfig:
         raise ValueError(f"cannot infer a DiT config: state dict lacks {e}; pass config=") from None
     heads = {(d, h): n for d, h, n in SIZES.values()}.get((depth, D))
     side = math.isqrt(T)
-    if heads is None or side * side != T:
-        raise ValueError(f"cannot infer num_heads/input_size for depth={depth}, hidden={D}, tokens={T}; "
-                         "pass config= (a DiTConfig, a dict or a config.json path)")
     # R label rows are R classes (trained without label dropout) or R - 1 classes + the null class of guidance:
     # only the released ImageNet DiTs (1000 classes + null) are known; anything else would be a guess
-    if rows != 1001:
-        raise ValueError(f"cannot tell the number of classes from the shapes: the label table has {rows} rows, "
-                         f"which is {rows} classes (trained with class_dropout_prob=0) or {rows - 1} classes + the "
-                         f"null class. Pass config= (a DiTConfig, a dict or a config.json path) with num_classes "
-                         f"and class_dropout_prob")
+    refuse("cannot infer a DiT config from the shapes", [
+        (heads is None or side * side != T, f"no num_heads/input_size for depth={depth}, hidden={D}, tokens={T}; "
+         "pass config= (a DiTConfig, a dict or a config.json path)"),
+        (rows != 1001, f"the label table has {rows} rows, which is {rows} classes (trained with "
+         f"class_dropout_prob=0) or {rows - 1} classes + the null class. Pass config= (a DiTConfig, a dict or a "
+         "config.json path) with num_classes and class_dropout_prob")])
     return DiTConfig(input_size=side * p, patch_size=p, in_channels=C, hidden_size=D, depth=depth,
                      num_heads=heads, num_classes=1000, class_dropout_prob=0.1, learn_sigma=out == 2 * C)
 
@@ -178,31 +186,32 @@ def load_state_dict_checked(model: DiT, sd: dict) -> None:
     problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                 for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if problems or missing or extra:
-        raise ValueError("checkpoint does not match the config " + json.dumps(model.config.to_dict())
-                         + "".join(f"\n  shape mismatch {p}" for p in problems)
-                         + (f"\n  missing tensors: {missing}" if missing else "")
-                         + (f"\n  unexpected tensors: {extra}" if extra else ""))
+    refuse("checkpoint does not match the config " + json.dumps(model.config.to_dict()), [
+        (problems, "\n  shape mismatch " + "\n  shape mismatch ".join(problems)),
+        (missing, f"\n  missing tensors: {missing}"), (extra, f"\n  unexpected tensors: {extra}")])
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
 
 
-def load_model(path: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
-    """A DiT in eval mode from any supported checkpoint; the config comes from `config`, the file's metadata,
-    a `config.json` beside it, the official train args, or the tensor shapes, in that order.
+def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device = "cpu") -> DiT:
+    """A DiT in eval mode from a shipped name, a run folder, a checkpoint file or a released name
+    (`resolve_checkpoint`); the config comes from `config`, the file's metadata, a `config.json` beside it, the
+    official train args, the released weights' table (by file name), or the tensor shapes, in that order. Weights
+    with NaN or inf are refused.
     `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for
     (`read_objective`)."""
     device = resolve_device(device)
+    path = resolve_checkpoint(ckpt)
     sd, stored, classes = read_checkpoint(path)
-    if config is not None:
-        cfg = _as_config(config)
-    elif stored is not None:
-        cfg = DiTConfig.from_dict(stored)
-    else:
-        cfg = infer_config(sd)
+    objective = read_objective(path)
+    broken = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    refuse(str(path), [(broken, f"{len(broken)} weight tensors hold NaN or inf (e.g. {broken[:3]}): the run "
+                                "diverged and would sample blank images; use an earlier checkpoint, or retrain with "
+                                "a lower --lr")])
+    cfg = _as_config(config) if config is not None else DiTConfig.from_dict(stored) if stored is not None else \
+        RELEASED[path.stem].config if path.stem in RELEASED else infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
-    model.classes = classes
-    model.objective = read_objective(path)
+    model.classes, model.objective = classes, objective
     return model.to(device).eval()
 
 
@@ -215,7 +224,9 @@ def read_objective(path: str | os.PathLike) -> dict:
         if path.is_dir() else [path]
     for f in files:
         if f.suffix == ".safetensors" and f.exists():
-            meta = _metadata(f)
-            if "objective" in meta:
-                return json.loads(meta["objective"])
+            record = _field(_metadata(f), "objective", f)
+            if record is not None:
+                of_type(f"{f}: metadata field 'objective'", record, dict, 'a JSON object like {"objective": "flow"}')
+                one_of(f"{f}: metadata field 'objective'", record.get("objective"), OBJECTIVES)
+                return record
     return {"objective": "ddpm"}
