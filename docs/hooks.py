@@ -18,6 +18,7 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+STAND_INS = {}  # repository file -> the generated page that stands in for it
 INSTRUCTOR_STUB = """# For instructors
 
 The instructor notes live in `notebooks/README.md`, beside the notebooks; they are not written yet.
@@ -46,8 +47,9 @@ def on_files(files, config):
     for path in found + [readme] * readme.exists():  # src_dir = the repository: mkdocs-jupyter reads them there
         files.append(File(path.relative_to(ROOT).as_posix(), str(ROOT), config["site_dir"],
                           config["use_directory_urls"]))
-    if not readme.exists():
+    if not readme.exists():  # a page all the same, so links to it hold
         files.append(File.generated(config, "notebooks/README.md", content=INSTRUCTOR_STUB))
+        STAND_INS[readme.resolve()] = "notebooks/README.md"
     files.append(File.generated(config, "api.md", content=_api_page()))
     return files
 
@@ -60,7 +62,7 @@ def _real_dir(file, docs_dir: str) -> Path:
 
 def on_page_markdown(markdown, page, config, files):
     here = posixpath.dirname(page.file.src_uri)
-    site = {Path(f.abs_src_path).resolve(): f.src_uri for f in files if f.abs_src_path}
+    site = {Path(f.abs_src_path).resolve(): f.src_uri for f in files if f.abs_src_path} | STAND_INS
 
     def fix(m):
         text, link = m.group(1), m.group(2)
