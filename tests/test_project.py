@@ -40,7 +40,7 @@ def test_core_is_small_and_heavy_packages_are_in_named_extras():
                        "torchvision", "torch-fidelity"}
     assert "jupyterlab" in _requirements("lab") and {"diffusers", "datasets"} <= _requirements("hf")
     assert "fvcore" in _requirements("flops")
-    optional = set().union(*(_requirements(e) for e in EXTRAS if e not in ("all", "test", "browser")))  # test tools
+    optional = set().union(*(_requirements(e) for e in EXTRAS if e not in ("all", "test", "browser", "docs")))  # tool extras
     assert optional <= _requirements("all")
     assert _requirements("test") >= _requirements("hf") | _requirements("flops")  # the suite runs everything
 
