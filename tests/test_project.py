@@ -40,9 +40,9 @@ def test_core_is_small_and_heavy_packages_are_in_named_extras():
                        "torchvision", "torch-fidelity"}
     assert "jupyterlab" in _requirements("lab") and {"diffusers", "datasets"} <= _requirements("hf")
     assert "fvcore" in _requirements("flops")
-    # `all` is every extra but the test tools and `fid`, whose torchvision would replace the installed torch
-    # (pyproject.toml, tests/test_install.py)
-    optional = set().union(*(_requirements(e) for e in EXTRAS if e not in ("all", "test", "browser", "fid")))
+    # `all` is every extra but the tool extras (test, browser, docs) and `fid`, whose torchvision would replace the
+    # installed torch (pyproject.toml, tests/test_install.py)
+    optional = set().union(*(_requirements(e) for e in EXTRAS if e not in ("all", "test", "browser", "docs", "fid")))
     assert optional <= _requirements("all") and "torch-fidelity" not in _requirements("all")
     assert _requirements("test") >= _requirements("hf") | _requirements("flops")  # the suite runs everything
 
