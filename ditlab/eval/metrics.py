@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import refuse
 from ..extras import requires
 from ..io import atomic_write, float_to_uint8, uint8_to_float
 from .judge import check_images, check_labels
@@ -32,10 +33,8 @@ def conditional_accuracy(judge, images, labels):
 def gaussian_stats(feats):
     """features (N, D) -> (mean (D,), covariance (D, D)), float64."""
     x = torch.as_tensor(np.asarray(feats) if not isinstance(feats, torch.Tensor) else feats).double().cpu()
-    if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"features must have shape (N, D) with N >= 2, got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("features contain NaN or inf")
+    refuse("", [(x.ndim != 2 or len(x) < 2, f"features must have shape (N, D) with N >= 2, got {tuple(x.shape)}")])
+    refuse("", [(not torch.isfinite(x).all(), "features contain NaN or inf")])
     mu = x.mean(0)
     xc = x - mu
     return mu, xc.T @ xc / (len(x) - 1)  # unbiased covariance
@@ -50,9 +49,9 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2):
     mu1, mu2, s1, s2 = (torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t).double().cpu()
                         for t in (mu1, mu2, sigma1, sigma2))
     d = mu1.shape[0] if mu1.ndim == 1 else -1
-    if d < 1 or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"need mu (D,) and sigma (D, D) for both sets, got {tuple(mu1.shape)}, "
-                         f"{tuple(sigma1.shape)}, {tuple(mu2.shape)}, {tuple(sigma2.shape)}")
+    refuse("", [(d < 1 or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d),
+                 f"need mu (D,) and sigma (D, D) for both sets, got {tuple(mu1.shape)}, {tuple(sigma1.shape)}, "
+                 f"{tuple(mu2.shape)}, {tuple(sigma2.shape)}")])
     ev, vecs = torch.linalg.eigh((s1 + s1.T) / 2)
     sqrt_s1 = vecs @ torch.diag(ev.clamp(min=0).sqrt()) @ vecs.T  # Σ1^½
     m = sqrt_s1 @ s2 @ sqrt_s1
@@ -104,8 +103,8 @@ def _to_uint8_rgb(images, name):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array (N, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0:
-        raise ValueError(f"{name} must have shape (N, C, H, W) with C in (1, 3) and N >= 1, got {tuple(images.shape)}")
+    refuse("", [(images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0,
+                 f"{name} must have shape (N, C, H, W) with C in (1, 3) and N >= 1, got {tuple(images.shape)}")])
     if images.dtype != torch.uint8:
         if not images.is_floating_point():
             raise ValueError(f"{name} must be uint8 or float in [-1, 1], got dtype {images.dtype}")

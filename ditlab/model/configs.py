@@ -2,6 +2,8 @@
 modern block's options (RMSNorm, SwiGLU, QK-norm, 2D RoPE), each off by default."""
 from dataclasses import asdict, dataclass, fields, replace
 
+from ..checks import is_int, one_of, refuse
+
 from .blocks import BLOCKS
 from .modern import MLPS, NORMS
 
@@ -47,36 +49,25 @@ class DiTConfig:
         if isinstance(self.input_size, (list, tuple)):
             object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
         h, w = self.hw
-        for name in ("patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if h < 1 or w < 1 or h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"input_size {self.input_size} must be positive and divisible by patch_size={self.patch_size}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
-                             f"valid num_heads divide it, e.g. {[d for d in range(1, 33) if self.hidden_size % d == 0]}")
-        if self.hidden_size % 4:
-            raise ValueError(f"hidden_size must be divisible by 4 for the 2D sin-cos embedding, got {self.hidden_size}")
-        if self.block not in BLOCKS:
-            raise ValueError(f"block must be one of {list(BLOCKS)}, got {self.block!r}")
-        if self.pos_embed not in POS_EMBEDS:
-            raise ValueError(f"pos_embed must be one of {list(POS_EMBEDS)}, got {self.pos_embed!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {list(NORMS)}, got {self.norm!r}")
-        if self.mlp not in MLPS:
-            raise ValueError(f"mlp must be one of {list(MLPS)}, got {self.mlp!r}")
-        for name in ("qk_norm", "rope"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.rope and (self.hidden_size // self.num_heads) % 4:
-            raise ValueError(f"rope=True needs a head dim (hidden_size / num_heads = "
-                             f"{self.hidden_size // self.num_heads}) divisible by 4: half of each head's channel "
-                             "pairs rotate with the row, half with the column")
-        if not 0 <= self.class_dropout_prob < 1:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        ints = ("patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes")
+        refuse("", [(not is_int(v) or v < 1, f"{k} must be a positive int, got {v!r}")
+                    for k, v in ((k, getattr(self, k)) for k in ints)])
+        d, heads = self.hidden_size, self.num_heads
+        refuse("", [(h < 1 or w < 1 or h % self.patch_size or w % self.patch_size,
+                     f"input_size {self.input_size} must be positive and divisible by patch_size={self.patch_size}"),
+                    (d % heads != 0, f"hidden_size={d} is not divisible by num_heads={heads}; valid num_heads divide "
+                                     f"it, e.g. {[k for k in range(1, 33) if d % k == 0]}"),
+                    (d % 4 != 0, f"hidden_size must be divisible by 4 for the 2D sin-cos embedding, got {d}")])
+        for name, allowed in (("block", BLOCKS), ("pos_embed", POS_EMBEDS), ("norm", NORMS), ("mlp", MLPS)):
+            one_of(name, getattr(self, name), allowed)
+        refuse("", [*((not isinstance(getattr(self, k), bool), f"{k} must be True or False, got {getattr(self, k)!r}")
+                      for k in ("qk_norm", "rope")),
+                    (self.rope and (d // heads) % 4 != 0,
+                     f"rope=True needs a head dim (hidden_size / num_heads = {d // heads}) divisible by 4: half of "
+                     "each head's channel pairs rotate with the row, half with the column"),
+                    (not 0 <= self.class_dropout_prob < 1,
+                     f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}"),
+                    (self.mlp_ratio <= 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")])
 
     @property
     def hw(self) -> tuple[int, int]:
