@@ -1,7 +1,6 @@
 """Tests for ditlab.data and ditlab.data.builtin (offline, seconds)."""
 import io
 import os
-import time
 import zipfile
 from pathlib import Path
 
@@ -217,22 +216,28 @@ def test_corrupt_or_truncated_image_in_a_zip_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------- Hugging Face
-def test_hub_offline_fails_fast_with_alternatives(monkeypatch):
+def test_hub_offline_fails_fast_with_alternatives(monkeypatch, tmp_path):
     import datasets
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    asked = []
+
+    def offline_datasets(hf_id, **kwargs):  # what `datasets` does offline without a local copy: fail at once
+        asked.append(hf_id)
+        raise ConnectionError(f"Couldn't reach '{hf_id}' on the Hub (offline mode is enabled)")
+    monkeypatch.setattr(datasets, "load_dataset", offline_datasets)
+    monkeypatch.setattr(ditlab_datasets, "hub_reachable", lambda: pytest.fail("offline: no network probe"))
     for name in ["MNIST", "fashion-mnist", "CIFAR10"]:
-        start = time.perf_counter()
         with pytest.raises(ConnectionError) as err:
-            load_dataset(name)
-        assert time.perf_counter() - start < 2.0
+            load_dataset(name, cache_dir=tmp_path)
         msg = str(err.value)
         assert "mnist.npz" in msg and "cifar10.zip" in msg and "digits" in msg and "shapes" in msg
+    assert len(asked) == 3  # once each (HF's own cache may hold it), never retried
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("no connection: never asked"))
     # online mode but no connection: the probe answers, `datasets` is never asked (it would retry for ~25 s)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(ditlab_datasets, "hub_reachable", lambda: "cannot connect to huggingface.co")
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("should not be called"))
     with pytest.raises(ConnectionError, match="cannot connect"):
         load_dataset("mnist")
 
