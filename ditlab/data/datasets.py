@@ -8,12 +8,14 @@ Slow things (generating, decoding JPEGs, Hub downloads) are done once and cached
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch.utils.data import Dataset
 
 from ..extras import requires
@@ -97,7 +99,13 @@ def content_hash(tensors, classes) -> str:
 
 
 def _save_arrays(path, images, labels, classes):
-    save_tensors(path, {"images": images, "labels": labels}, {"classes": json.dumps(list(classes))})
+    """Cache the decoded data; a write that fails (full disk, read-only folder) leaves nothing behind (atomic)
+    and is a warning: the data is used without the cache."""
+    try:
+        save_tensors(path, {"images": images, "labels": labels}, {"classes": json.dumps(list(classes))})
+    except (OSError, SafetensorError) as e:
+        warnings.warn(f"could not write the dataset cache {path} ({e}); nothing half-written is left, and the data "
+                      "is used without the cache (pass cache_dir= a folder with space to keep it)", stacklevel=3)
 
 
 def _load_arrays(path):

@@ -3,13 +3,17 @@
 Layouts: `<split>/<class>/<image>` or `<class>/<image>` (one wrapper folder shared by all files is skipped).
 """
 import io
+import os
+import warnings
 import zipfile
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
+
+from ..checks import refuse
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}
@@ -82,20 +86,46 @@ def read_npz(path, split):
         xk, yk = f"x_{split}", f"y_{split}"
         if xk not in f or yk not in f:
             raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
+        n = check_npz_sizes(path, f, [xk, yk])[xk][0]
+        shape = check_npz_sizes(path, f, [yk])[yk]
+        refuse(f"{path} {yk}", [(shape not in ((n,), (n, 1)), f"labels must have shape ({n},), one per image of {xk}, "
+                                 f"got {shape}; store one class id per image")])
         images, labels = to_nchw(f[xk], f"{path} {xk}"), to_labels(f[yk], f"{path} {yk}")
         classes = [str(c) for c in f["classes"]] if "classes" in f else None
     return images, labels, classes if classes is not None else infer_classes(labels, f"{path} {yk}")
 
 
+def check_npz_sizes(path, f, keys) -> dict:
+    """Shapes of `keys` in an open .npz, read from their .npy headers before any data; a header that claims more
+    bytes than its member holds (a corrupt or hostile file would make numpy allocate them) is refused."""
+    shapes = {}
+    for key in keys:
+        with f.zip.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(member)
+        claimed, held = int(np.prod(shape, dtype=object)) * dtype.itemsize, f.zip.getinfo(f"{key}.npy").file_size
+        refuse(f"{path} {key}", [(claimed > held, f"the header claims shape {shape} of {dtype} ({claimed:,} bytes) but "
+                                  f"the file holds {held:,} bytes; the file is corrupt, re-create it")])
+        shapes[key] = tuple(shape)
+    return shapes
+
+
 def list_images(path):
     """Relative posix paths of the image files inside a .zip or folder."""
     if path.is_dir():
-        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+        names = [(Path(top) / f).relative_to(path).as_posix()
+                 for top, _, files in os.walk(path, onerror=_unlistable) for f in files]
     else:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     return sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS
                   and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
+
+
+def _unlistable(e: OSError):
+    raise ValueError(f"cannot list the folder {e.filename!r} ({e.strerror}): its images would be left out of the "
+                     "data; check its permissions (chmod -R u+rX) or move it out") from e
 
 
 def image_files(path, split):
@@ -131,11 +161,19 @@ def decode_images(path, members, image_size):
     out, mode = [], None
     try:
         for m in tqdm(members, desc=f"decoding {path.name}", disable=len(members) < 2000, leave=False):
-            data = (path / m).read_bytes() if zf is None else zf.read(m)
             try:
-                im = Image.open(io.BytesIO(data))
+                data = (path / m).read_bytes() if zf is None else zf.read(m)
+            except OSError as e:  # permission denied, vanished, unreadable member
+                raise ValueError(f"{path}: cannot read image {m!r} ({e.strerror or e}); check its permissions") from e
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    im = Image.open(io.BytesIO(data))
                 mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")
                 out.append(im.convert(mode))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise ValueError(f"{path}: image {m!r} is too large to decode safely ({e}); shrink it or remove "
+                                 "it (a decompression bomb, or a photo far larger than a DiT needs)") from e
             except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL: unidentified, truncated, corrupt
                 raise ValueError(f"{path}: cannot decode image {m!r} ({type(e).__name__}: {e}); "
                                  f"remove or replace that file") from e
