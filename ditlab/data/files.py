@@ -86,11 +86,12 @@ def read_npz(path, split):
         xk, yk = f"x_{split}", f"y_{split}"
         if xk not in f or yk not in f:
             raise ValueError(f"{path}: split={split!r} needs arrays {xk!r} and {yk!r}; the file has {sorted(f.keys())}")
-        n = check_npz_sizes(path, f, [xk, yk])[xk][0]
-        shape = check_npz_sizes(path, f, [yk])[yk]
+        shape = check_npz_sizes(path, f, [xk, yk])[yk]
+        images = to_nchw(f[xk], f"{path} {xk}")  # (N, C, H, W), its shape checked first
+        n = len(images)
         refuse(f"{path} {yk}", [(shape not in ((n,), (n, 1)), f"labels must have shape ({n},), one per image of {xk}, "
                                  f"got {shape}; store one class id per image")])
-        images, labels = to_nchw(f[xk], f"{path} {xk}"), to_labels(f[yk], f"{path} {yk}")
+        labels = to_labels(f[yk], f"{path} {yk}")
         classes = [str(c) for c in f["classes"]] if "classes" in f else None
     return images, labels, classes if classes is not None else infer_classes(labels, f"{path} {yk}")
 
