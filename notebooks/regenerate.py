@@ -4,13 +4,16 @@
     python notebooks/regenerate.py 03 04        # a subset, by number or by file name
     python notebooks/regenerate.py --header     # only re-apply the Colab badge and install cell (no run)
     python notebooks/regenerate.py --check      # check the committed notebooks, as the tests do
+    python notebooks/regenerate.py --student OUT_DIR   # write the student versions (no run), e.g. for a class
 
 Each notebook gets the canonical header (its Colab badge and the install cell, both pointing at the one
 repository URL in pyproject.toml), loses its outputs, runs top to bottom in a fresh kernel of this Python
 (cwd notebooks/, offline, full mode), has machine-specific paths and progress bars scrubbed from its outputs
 and large images re-encoded, is checked (`problems`), and only then is written back. A notebook whose run
 fails is left as it was and the command exits with status 1. Running it again gives the same notebooks up to
-timings; it works on notebooks with or without outputs.
+timings; it works on notebooks with or without outputs. A regenerated notebook's student version (its solution
+regions blanked, no outputs: `ditlab.teach.student`) is written to notebooks/student/, which the README's
+student Colab links open.
 
 A notebook that cannot run in full on a CPU (hours of GPU training) declares it in its metadata,
 `"ditlab": {"regenerate": "smoke", "reason": "..."}`: it is then run in smoke mode and its first markdown cell
@@ -34,6 +37,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from PIL import Image
 from traitlets import default
+
+from ditlab.teach.student import student_notebook
 
 NB_DIR = Path(__file__).resolve().parent
 ROOT = NB_DIR.parent
@@ -265,7 +270,16 @@ def regenerate(path: Path, timeout: int = 3600) -> list[str]:
     found = problems(nb, path.name, len(text.encode()))
     if not found:
         path.write_text(text, encoding="utf-8")
+        write_student(path, path.parent / "student")
     return found
+
+
+def write_student(path: Path, out_dir: Path) -> Path:
+    """The student version of the committed notebook `path`, written to `out_dir` under the same name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / path.name
+    target.write_text(dumps(student_notebook(nbformat.read(path, as_version=4))), encoding="utf-8")
+    return target
 
 
 def main(argv=None) -> int:
@@ -274,6 +288,8 @@ def main(argv=None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--header", action="store_true", help="only re-apply the Colab badge and install cell")
     mode.add_argument("--check", action="store_true", help="only check the committed notebooks")
+    mode.add_argument("--student", metavar="OUT_DIR", type=Path,
+                      help="only write the student versions (solution regions blanked, no outputs) to OUT_DIR")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     args = ap.parse_args(argv)
     failed = 0
@@ -283,6 +299,9 @@ def main(argv=None) -> int:
             nb = nbformat.read(path, as_version=4)
             path.write_text(dumps(apply_header(nb, path.name)), encoding="utf-8")
             found = []
+        elif args.student:
+            print(f"{path.name}: student version written to {write_student(path, args.student)}")
+            continue
         elif args.check:
             found = problems(nbformat.read(path, as_version=4), path.name, path.stat().st_size)
         else:

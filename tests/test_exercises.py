@@ -229,7 +229,7 @@ def test_notebooks_use_every_check_and_only_their_own():
     used = {}
     for path in sorted(NB_DIR.glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
-            for name in re.findall(r"check\(\"([\w-]+)\"", "".join(cell["source"])):
+            for name in re.findall(r"\bcheck\(\"([\w-]+)\"", "".join(cell["source"])):
                 used.setdefault(name, []).append(path.stem)
     assert set(used) == set(EXERCISES), f"unused: {set(EXERCISES) - set(used)}, unknown: {set(used) - set(EXERCISES)}"
     for name, notebooks in used.items():
