@@ -1,6 +1,10 @@
-"""Shared pytest fixtures: offline mode, paths to the committed fixtures and ../shared, the official tiny DiT."""
+"""Shared pytest fixtures: offline mode, paths to the committed fixtures and ../shared, the official tiny DiT, the
+wheel of this checkout (built once per session, offline) and a folder it is installed in."""
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,6 +56,36 @@ def official_model():
     from ditlab.checkpoint import load_model
 
     return load_model(FIXTURES / "DiT-tiny-release.pt").eval()
+
+
+# what a build reads is pyproject.toml, setup.py, README.md, ditlab/ and data/: leave the rest behind
+SKIP = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "_data", "runs", "notebooks",
+                              "tests", "benchmarks", "site")
+
+
+def pip(*args, **kwargs):
+    done = subprocess.run([sys.executable, "-m", "pip", *map(str, args)], capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, f"pip {' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The wheel `pip install git+...` would build from this checkout (no build isolation, no index)."""
+    src = tmp_path_factory.mktemp("source") / "ditlab"
+    shutil.copytree(ROOT, src, ignore=SKIP)
+    out = tmp_path_factory.mktemp("wheelhouse")
+    pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src)
+    (whl,) = out.glob("ditlab-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="session")
+def wheel_site(wheel, tmp_path_factory):
+    """A folder with the wheel installed (no dependencies): PYTHONPATH=wheel_site imports it, not the checkout."""
+    site = tmp_path_factory.mktemp("site")
+    pip("install", "--quiet", "--no-deps", "--no-index", "--target", site, wheel)
+    return site
 
 
 @pytest.fixture(autouse=True)

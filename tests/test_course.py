@@ -56,3 +56,26 @@ def test_no_machine_paths(path):
     text = path.read_text()
     for pattern in ("/work/", "/root/", "/home/", "/Users/", "C:\\\\"):
         assert pattern not in text, f"{path.name} contains the machine path {pattern!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_registered_exercise_and_piece_is_in_its_notebook(path):
+    """Removing an exercise from a notebook fails here: each notebook's check cells are exactly the exercises
+    (`ditlab.teach.exercises`) and pieces (`ditlab.teach.pieces`) registered for it, each answered in the cell
+    before (a '# your code here' / '# your answer' cell, or a solution region for a piece)."""
+    from ditlab.teach.exercises import EXERCISES
+    from ditlab.teach.pieces import PIECES
+    from ditlab.teach.student import regions
+
+    cells = _cells(path)
+    found = {"exercise": [], "piece": []}
+    for i, (kind, src) in enumerate(cells):
+        for call, name in re.findall(r"\b(check|build_check)\(\"(\w+)\"", src if kind == "code" else ""):
+            found["piece" if call == "build_check" else "exercise"].append(name)
+            before = cells[i - 1][1]
+            answered = regions(before) if call == "build_check" else ("# your" in before or "Predict" in cells[i - 2][1])
+            assert answered, f"{path.name}: the cell before {call}({name!r}) is no answer cell"
+    want = {"exercise": sorted(n for n, (nb, _) in EXERCISES.items() if nb == path.stem),
+            "piece": sorted(n for n, p in PIECES.items() if p.notebook == path.stem)}
+    assert {k: sorted(v) for k, v in found.items()} == want, f"{path.name}: checks in the notebook vs registered"
+    assert len(found["exercise"]) + len(found["piece"]) >= 2, f"{path.name}: fewer than two exercises"

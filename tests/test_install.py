@@ -6,35 +6,13 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from conftest import ROOT, load_script
-
-# what a build reads is pyproject.toml, setup.py, README.md, ditlab/ and data/: leave the rest behind
-SKIP = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "_data", "runs", "notebooks",
-                              "tests", "benchmarks")
-
-
-def pip(*args, **kwargs):
-    done = subprocess.run([sys.executable, "-m", "pip", *map(str, args)], capture_output=True, text=True, **kwargs)
-    assert done.returncode == 0, f"pip {' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    src = tmp_path_factory.mktemp("source") / "ditlab"
-    shutil.copytree(ROOT, src, ignore=SKIP)
-    out = tmp_path_factory.mktemp("wheelhouse")
-    pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src)
-    (whl,) = out.glob("ditlab-*.whl")
-    return whl
-
+from conftest import ROOT, load_script, pip
 
 def _data_files() -> dict[str, bytes]:
     """data/ as git has it (every file when there is no git)."""
@@ -71,12 +49,11 @@ print(json.dumps(out))
 """
 
 
-def test_installed_wheel_loads_every_checkpoint_and_the_scaling_csv_from_outside_the_repo(wheel, tmp_path):
+def test_installed_wheel_loads_every_checkpoint_and_the_scaling_csv_from_outside_the_repo(wheel_site, tmp_path):
     from ditlab.eval import paper_table
     from ditlab.studies.scaling import read_csv
 
-    site = tmp_path / "site"
-    pip("install", "--quiet", "--no-deps", "--no-index", "--target", site, wheel)
+    site = wheel_site
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DITLAB_CHECKPOINTS", "PYTHON"))}
     done = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env={**env, "PYTHONPATH": str(site)},
                           capture_output=True, text=True)
@@ -93,11 +70,10 @@ def test_installed_wheel_loads_every_checkpoint_and_the_scaling_csv_from_outside
     assert out["table4"] == len(paper_table())
 
 
-def test_installed_wheel_samples_every_shipped_name_from_another_folder(wheel, tmp_path):
+def test_installed_wheel_samples_every_shipped_name_from_another_folder(wheel_site, tmp_path):
     """`ditlab sample --ckpt digits-p4` from a wheel, in a folder that is not the repository: each shipped name
     writes a grid; a typo exits non-zero naming the closest one."""
-    site = tmp_path / "site"
-    pip("install", "--quiet", "--no-deps", "--no-index", "--target", site, wheel)
+    site = wheel_site
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DITLAB_CHECKPOINTS", "PYTHON"))}
     env["PYTHONPATH"] = str(site)
     names = sorted(p.stem for p in (ROOT / "data" / "checkpoints").glob("*.safetensors"))
