@@ -105,3 +105,9 @@ def test_student_notebook_drops_outputs_and_points_its_badge_at_itself():
 def test_regenerate_student_writes_every_chosen_notebook(tmp_path, capsys):
     assert regenerate.main(["--student", str(tmp_path), "01"]) == 0
     assert (tmp_path / "01_patchify.ipynb").read_text() == (ROOT / STUDENT_DIR / "01_patchify.ipynb").read_text()
+
+
+def test_readme_links_every_student_version():
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"blob/main/{STUDENT_DIR}/{path.name})" in readme, f"README: no student Colab link for {path.name}"
