@@ -91,3 +91,17 @@ def wheel_site(wheel, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """DITLAB_TESTS=beside-the-checkout (.ci/run's first part) keeps only the tests that read ../shared (real data,
+    the README's commands on it) or need a browser: the fresh clone's run (the second part) runs everything else."""
+    if os.environ.get("DITLAB_TESTS") != "beside-the-checkout":
+        return
+    def wanted(item):
+        reasons = [m.kwargs.get("reason", "") for m in item.iter_markers("skipif")]
+        return any("beside the checkout" in r for r in reasons) or item.path.name in ("test_readme.py",
+                                                                                         "test_browser.py")
+    keep = [i for i in items if wanted(i)]
+    config.hook.pytest_deselected(items=[i for i in items if not wanted(i)])
+    items[:] = keep
