@@ -3,10 +3,10 @@ official release's weights, strictly, and the official code's output), its blank
 typical mistake gets its own hint (never the expected values), and the fallback works where the later cells use it."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, load_script
 
 from ditlab.eval import count_params
 from ditlab.io import fixture_path
@@ -15,7 +15,7 @@ from ditlab.teach import pieces_dit
 from ditlab.teach.pieces import PIECES, RESULTS, grade
 from ditlab.teach.student import blank
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_build_the_model.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "04_build_the_model.ipynb"
 
 
 def _code_cells():
@@ -61,6 +61,9 @@ def test_the_notebooks_solution_passes_and_runs_the_official_comparison(namespac
 def test_the_blank_is_not_written_yet(namespace):
     student = blank(_piece_source())
     assert "### BEGIN SOLUTION" not in student and student.count("raise NotImplementedError") == 2
+    generated = json.loads((NOTEBOOK.parent / "student" / NOTEBOOK.name).read_text())["cells"]
+    assert student in ["".join(c["source"]) for c in generated], "regenerate notebooks/student/: python " \
+                                                                   "notebooks/regenerate.py 04"
     assert grade("dit", _mydit(namespace, student)) == ("blank", "dit: not written yet")
     head = _piece_source().split("    def forward")[0]
     init_only = head + "    def forward(self, x, t, y):\n        raise NotImplementedError"
@@ -154,3 +157,17 @@ def test_the_notebook_says_what_runs_and_claims_only_what_ran():
     assert 'RESULTS["dit"]["outcome"] == "correct"' in cells[i + 2] and "MyDiT(**tiny)" in cells[i + 2]
     official = next(s for s in cells if "DiT-tiny-release.pt" in s)
     assert "\"You just built the paper's model.\" if yours else" in official
+
+
+@pytest.mark.slow
+def test_the_student_notebook_runs_with_the_blank_and_goes_on_with_ditlabs(tmp_path):
+    """The generated student version, in smoke mode from a folder outside the repository: the check reads "not
+    written yet", the later cells (the official comparison, CFG, the parameter count) run on the fallback."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    regenerate = load_script(ROOT / "notebooks" / "regenerate.py")
+    nb = regenerate.strip(nbformat.read(ROOT / "notebooks" / "student" / NOTEBOOK.name, as_version=4))
+    regenerate.execute(nb, smoke=True, timeout=900, cwd=tmp_path)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "dit: not written yet" in text and "The cells below use ditlab's DiT" in text
+    assert "Write MyDiT above to build it yourself." in text and "You just built" not in text
