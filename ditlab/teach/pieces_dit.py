@@ -48,6 +48,7 @@ SHAPE_HINTS = {  # a part of a state-dict name -> what its shape depends on
     "embedding_table": ": the label table has a row per class and one more, the null class",
 }
 
+
 class DiTFromKwargs(DiT):
     """ditlab's DiT built from MyDiT's keyword arguments: the notebook's fallback, with the official state-dict
     names (`x_embedder.proj.weight`, `pos_embed`, `blocks.0.attn.qkv.weight`, ...) and forward(x, t, y)."""
