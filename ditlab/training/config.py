@@ -36,7 +36,8 @@ class TrainConfig:
     image_size: int | None = None  # resize the data (default: the data's own size)
     channels: int | None = None  # 1 or 3 to convert the data (default: its own)
     limit: int | None = None  # use only this many training images
-    vae: str | None = None  # latent mode: a diffusers AutoencoderKL (local folder or Hub id); latents are cached
+    vae: str | None = None  # latent mode (§3.1): a shipped VAE (digits-vae), a `ditlab vae` run or a diffusers VAE
+    #                         (folder, or a Hub id: stabilityai/sd-vae-ft-ema); latents are encoded once and cached
     out_dir: str = "runs/train"
     steps: int | None = None  # None: the recipe's
     batch_size: int | None = None  # global batch, split across DDP ranks; None: the recipe's
