@@ -1,22 +1,25 @@
 """The kit's own small VAEs (`ditlab vae`, ditlab/training/vae.py + ditlab/data/autoencoder.py) and latent DiT runs
-end to end (`ditlab train --vae digits-vae`): offline, seconds."""
+end to end (`ditlab train --vae digits-vae`, marked slow: about 10 s): offline, seconds."""
 import json
 import math
 
 import pytest
 import torch
+from conftest import MNIST, needs_mnist
 from PIL import Image
 
 from ditlab.checkpoint import load_model, read_vae
 from ditlab.cli import main
-from ditlab.data import ImageDataset, encode_latents, load_dataset, load_vae, resolve_vae, shipped_vaes, small_vae_config
+from ditlab.data import (ImageDataset, encode_latents, load_dataset, load_vae, resolve_vae, shipped_vaes,
+                         small_vae_config)
 from ditlab.data.latents import LatentDataset, vae_fingerprint
 from ditlab.eval.verdict import judge_source
-from ditlab.training import TrainConfig, train
+from ditlab.training import TrainConfig
 from ditlab.training.vae import evaluate_vae, psnr, train_vae
 
 # measured on the shipped digits-vae (data/checkpoints/vae/digits-vae.json): PSNR of the test digits' reconstructions
 DIGITS_VAE_PSNR = 30.0  # dB; measured 32.48 on the 1000 first test digits (fp16 weights: the same)
+MNIST_VAE_PSNR = 27.0  # dB; measured 29.36 on the 1000 first MNIST test images at 32 px
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def test_train_vae_writes_a_run_that_round_trips(trained):
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())  # atomic writes leave no temp file
     assert json.loads((out / "vae.json").read_text()) == card
     loaded = load_vae(out)  # the run folder, the file, and the folder as given
-    assert vae_fingerprint(loaded) == vae_fingerprint(trained["vae"]) == vae_fingerprint(load_vae(out / "vae.safetensors"))
+    from_file = load_vae(out / "vae.safetensors")
+    assert vae_fingerprint(loaded) == vae_fingerprint(trained["vae"]) == vae_fingerprint(from_file)
     assert loaded.config.scaling_factor == pytest.approx(card["scale_factor"]) != 1.0
     assert loaded.card["steps"] == 3 and card["latent_shape"] == [4, 8, 8] and card["factor"] == 4
     assert set(card["eval"]) >= {"psnr", "judge_accuracy_originals", "judge_accuracy_reconstructions"}
@@ -130,6 +134,15 @@ def test_shipped_digits_vae_reconstructs_the_test_digits():
     assert evaluate_vae(vae, x)["psnr"] > DIGITS_VAE_PSNR
 
 
+@needs_mnist
+def test_shipped_mnist_vae_reconstructs_mnist_at_32_px(tmp_path):
+    vae = load_vae("mnist-vae")
+    test = load_dataset(MNIST, split="test", image_size=32, cache_dir=tmp_path)
+    assert evaluate_vae(vae, test.get_batch(torch.arange(200))[0])["psnr"] > MNIST_VAE_PSNR
+    with pytest.raises(ValueError, match="image_size=32"):  # MNIST's own 28 px: refused, not silently mis-encoded
+        encode_latents(load_dataset(MNIST, split="test", limit=4, cache_dir=tmp_path), vae, cache_dir=tmp_path)
+
+
 def test_judge_source_takes_latent_runs_with_a_decoder():
     cfg = TrainConfig(data="digits", vae="digits-vae")
     lat = LatentDataset(torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8), torch.tensor([0, 1]), list("01"),
@@ -139,6 +152,7 @@ def test_judge_source_takes_latent_runs_with_a_decoder():
     assert judge_source(cfg, lat) == ("digits", "")
 
 
+@pytest.mark.slow  # ~10 s: trains, judges, trains again, samples
 def test_train_on_shipped_vae_latents_end_to_end(tmp_path, monkeypatch, capsys):
     from diffusers import AutoencoderKL
 

@@ -2,8 +2,9 @@
 
 A 256x256x3 image becomes a 32x32x4 latent with the Stable Diffusion VAE (downsampling factor 8),
 scaled by 0.18215 so the latents have roughly unit variance; the small VAEs of `ditlab vae` (autoencoder.py) turn
-32 px images into 8x8x4 latents, scaled by the factor measured on their own latents (in their config). Encoding is the slow part, so it is done
-once and cached on disk (safetensors), keyed by the dataset's content and the VAE's weights.
+32 px images into 8x8x4 latents, scaled by the factor measured on their own latents (in their config). Encoding
+is the slow part, so it is done once and cached on disk (safetensors), keyed by the dataset's content and the
+VAE's weights.
 
 We store the posterior's mean and std, not one sample: the official DiT draws
 `vae.encode(x).latent_dist.sample() * 0.18215` at every training step, and
@@ -155,6 +156,10 @@ def encode_latents(dataset, vae, batch_size=32, cache_dir=None, device=None, sca
     if dataset.channels != vae.config.in_channels:
         raise ValueError(f"the VAE takes {vae.config.in_channels}-channel images but the dataset has "
                          f"{dataset.channels}; load it with channels={vae.config.in_channels}")
+    trained = getattr(vae, "card", {}).get("image_size")  # ditlab VAEs know the image size they were trained at
+    if trained is not None and dataset.image_size != trained:
+        raise ValueError(f"the VAE was trained on {trained} px images but the dataset's are {dataset.image_size} px; "
+                         f"load it with image_size={trained} (`--image-size {trained}`)")
     f = downsample_factor(vae)
     if any(s % f for s in dataset.images.shape[-2:]):
         raise ValueError(f"image size {tuple(dataset.images.shape[-2:])} must be divisible by the VAE's "

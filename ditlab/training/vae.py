@@ -175,8 +175,8 @@ def train_vae(config: VAEConfig | dict | None = None, **kwargs) -> dict:
     train = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels, limit=cfg.limit,
                          seed=cfg.seed)
     size = train.image_size
-    refuse(f"data={cfg.data!r}", [(any(s % cfg.factor for s in train.images.shape[-2:]),
-                                   f"its image size {size} is not a multiple of factor={cfg.factor}: pass image_size=")])
+    refuse(f"data={cfg.data!r}", [(any(s % cfg.factor for s in train.images.shape[-2:]), f"its image size {size} "
+                                   f"is not a multiple of factor={cfg.factor}: pass {opt('image_size', 32)}")])
     train, x_eval, y_eval = _held_out(cfg, train)
     refuse(f"data={cfg.data!r}", [(len(train) < cfg.batch_size, f"{len(train)} training images are fewer than "
                                                                  f"batch_size={cfg.batch_size}")])
@@ -239,3 +239,40 @@ def export_vae(run_dir, name: str, command: str, out_dir=None, hardware: str = "
     atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
     (out / f"{name}.png").write_bytes((run / "reconstructions.png").read_bytes())
     return path
+
+
+VAE_SECTION = "## Shipped VAEs (latent diffusion)"
+
+
+def write_vae_card(readme=None) -> Path:
+    """The shipped VAEs' section of `data/checkpoints/README.md` (replaced, or appended after the DiT model card
+    that `ditlab.zoo.write_model_card` writes), from their json cards in `data/checkpoints/vae/`."""
+    readme = Path(readme or vae_dir().parent / "README.md")
+    cards = [json.loads(p.read_text()) for p in sorted(vae_dir().glob("*.json"))]
+    lines = [VAE_SECTION, "", "Small KL autoencoders (diffusers `AutoencoderKL`, L1 + KL loss, no GAN or LPIPS) "
+             "trained with `ditlab vae`, in `vae/`: fp16 weights with the diffusers config (scale factor included) in "
+             "the metadata, the card (json) and the reconstruction figure (png: test originals above, reconstructions "
+             "below) beside them. `ditlab train --vae NAME` trains a DiT on their latents; "
+             "`ditlab.data.load_vae(NAME)` loads one. Scale factor: 1 / std of the training latents (SD's recipe "
+             "for its 0.18215). PSNR: reconstructions of the first test images (n column) by the shipped fp16 "
+             "weights. Judge: a classifier trained on the real data (`ditlab.eval.get_judge`), accuracy on the "
+             "reconstructions vs the originals.",
+             "", "| name | data | px | latents | params | steps | train time | hardware | date | scale factor "
+             "| PSNR | n | judge: reconstructions | judge: originals | size |", "|" + "---|" * 15]
+    for c in cards:
+        ev = c["eval"]
+        lines.append(f"| `{c['name']}` | {c['data']} | {c['image_size']} | {'×'.join(map(str, c['latent_shape']))}"
+                     f" | {c['params'] / 1e6:.2f} M | {c['steps']} | {c['train_seconds'] / 60:.1f} min"
+                     f" | {c['hardware']} "
+                     f"| {c['date']} | {c['scale_factor']:.4f} | {c['shipped_psnr']:.2f} dB | {ev['n']} | "
+                     f"{_acc(ev, 'reconstructions')} | {_acc(ev, 'originals')} "
+                     f"| {c['file_mb']} MB |")
+    lines += [""] + [line for c in cards for line in (f"`{c['name']}`:", "", "```bash", c["command"], "```", "")]
+    text = readme.read_text().split(VAE_SECTION)[0].rstrip("\n") + "\n\n" if readme.exists() else ""
+    readme.write_text(text + "\n".join(lines))
+    return readme
+
+
+def _acc(ev: dict, which: str) -> str:
+    value = ev.get(f"judge_accuracy_{which}")
+    return "no judge" if value is None else f"{value:.3f}"
