@@ -178,6 +178,14 @@ def test_train_on_shipped_vae_latents_end_to_end(tmp_path, monkeypatch, capsys):
     assert Image.open(tmp_path / "s.png").size == (10 * 34, 34)
 
 
+@pytest.mark.parametrize("vae, error", [("digits-vea", "did you mean 'digits-vae'"), (".", "is not a VAE")])
+def test_train_refuses_a_bad_vae_before_loading_data(vae, error, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as err:
+        main(["train", "--vae", vae, "--steps", "1", "--out-dir", "run"])
+    assert error in str(err.value) and not (tmp_path / "run").exists()
+
+
 def test_pixel_checkpoints_record_no_vae():
     from ditlab.checkpoint import checkpoint_dir
 

@@ -237,9 +237,7 @@ def read_vae(path: str | os.PathLike) -> str | None:
     or a Hub id), from a ditlab file's metadata or a run folder's; None for pixel models and official files."""
     path = Path(path)
     if path.is_dir():
-        for f in (path / "ema.safetensors", path / "checkpoint.safetensors"):
-            if f.exists():
-                meta = _metadata(f)
-                return meta["vae"] if "vae" in meta else (_field(meta, "train_config", f) or {}).get("vae")
-        return None
+        metas = [(f, _metadata(f)) for f in (path / "ema.safetensors", path / "checkpoint.safetensors") if f.exists()]
+        found = [m.get("vae") or (_field(m, "train_config", f) or {}).get("vae") for f, m in metas]
+        return next((v for v in found if v), None)
     return _metadata(path).get("vae") if path.suffix == ".safetensors" and path.exists() else None

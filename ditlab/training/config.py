@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from ..checks import finite, integer, number, one_of, positive
+from ..data import resolve_vae
 from ..diffusion import GaussianDiffusion, create_diffusion
 from ..diffusion.flow import LOSS_WEIGHTS, PREDICTIONS, T_SAMPLINGS, FlowMatching, create_flow
 from ..diffusion.interpolants import PATHS
@@ -86,6 +87,8 @@ class TrainConfig:
             one_of(name, getattr(self, name), allowed)
         if self.objective is not None:  # None: checked again once the recipe has chosen the objective
             check_flow_fields(self)
+        if self.vae is not None:  # an unknown name or a folder that is no VAE fails here, before any data
+            resolve_vae(self.vae)
         if self.resume and self.overwrite:
             raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
         # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data
