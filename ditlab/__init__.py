@@ -23,11 +23,11 @@ _API = {
     "ditlab.model": ["DiT", "DiTConfig", "build_model", "config_names", "get_config", "patchify", "unpatchify",
                      "sincos_2d"],
     "ditlab.diffusion": ["GaussianDiffusion", "create_diffusion", "create_flow"],
-    "ditlab.data": ["load_dataset"],
+    "ditlab.data": ["load_dataset", "load_vae"],
     "ditlab.checkpoint": ["load_model", "resolve_checkpoint", "save_model"],
     "ditlab.sampling": ["sample"],
     "ditlab.eval": ["count_flops", "count_params", "estimate_flops", "estimate_params", "evaluate", "get_judge"],
-    "ditlab.training": ["TrainConfig", "train"],
+    "ditlab.training": ["TrainConfig", "train", "train_vae"],
     "ditlab.hub": ["from_diffusers", "load_released", "to_diffusers"],
     "ditlab.zoo": ["list_pretrained", "load_pretrained"],
 }

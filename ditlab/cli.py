@@ -3,6 +3,7 @@
   ditlab demo                      train a small DiT on the built-in digits, sample, judge (minutes on a CPU)
   ditlab train --data digits ...   train (multi-GPU: torchrun --nproc_per_node N -m ditlab train ...)
   ditlab sample --ckpt NAME ...    class-conditional sample grid: a shipped name (digits-p4), a run folder, a file
+  ditlab vae --data digits ...     train a small KL autoencoder; then ditlab train --vae RUN (latent diffusion, §3.1)
   ditlab list                      the checkpoints --ckpt takes: shipped names, runs in this folder, released names
   ditlab flops                     params and Gflops of the paper's configs next to Table 4 (--rmsnorm, --rope, ...)
   ditlab scaling                   the scaling study in miniature: model size x patch size -> quality vs Gflops
@@ -16,11 +17,12 @@ import os
 import re
 import sys
 import textwrap
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 from .checkpoint import RELEASED, load_model, local_runs, release_cache_dir
 from .cli_help import TRAIN_NONE, Formatter, document, field_comments, none_means
+from .data import decode_latents, load_vae
 from .demo import run_demo
 from .playground import serve
 from .eval import flops_table, format_table
@@ -33,6 +35,7 @@ from .studies.scaling import run_scaling, summarize
 from .training import TrainConfig, train
 from .training.advice import command_line
 from .training.config import RECIPE_FIELDS, RECIPE_NAMES
+from .training.vae import VAEConfig, train_vae
 from .zoo import card, checkpoint_dir, list_pretrained
 
 
@@ -101,15 +104,22 @@ def cmd_sample(args) -> None:
     resolve_device(args.device or "cpu")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     model = load_model(args.ckpt, device=args.device or "cpu")
+    vae = load_vae(model.vae, device=args.device or "cpu") if model.vae else None  # a latent model's decoder
     labels = labels or [i for i in range(model.config.num_classes) for _ in range(args.per_class)]
     integer("the number of images (--labels, or --per-class × classes)", len(labels), max=MAX_IMAGES)
     grid_shape(len(labels), model.config.hw, args.nrow)
     out = sample(model, labels, steps=args.steps, sampler=sampler, cfg_scale=guidance, seed=args.seed,
                  device=args.device)
+    out = replace(out, images=decode_latents(out.images, vae).cpu(), latents=out.images) if vae else out
     path = out.save(args.out, nrow=args.nrow, overwrite=args.overwrite)
     if args.tensors:
         save_tensors(args.tensors, {"images": out.images, "labels": out.labels})
     print(f"wrote {path} ({len(out.labels)} images)")
+
+
+def cmd_vae(args) -> None:
+    with command_line("ditlab vae"):  # advice in messages as flags of this command
+        train_vae(**{f.name: getattr(args, f.name) for f in fields(VAEConfig)})
 
 
 def cmd_demo(args) -> None:
@@ -203,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
     none_means(s, device="cpu", nrow="a square grid", guidance_channels="every channel", cfg_interval="every t",
                 tensors="not written")
+
+    v = sub.add_parser("vae", help="train a small KL autoencoder (diffusers AutoencoderKL) for latent diffusion")
+    for f in fields(VAEConfig):
+        typ = str(f.type)
+        kind = dict(action=argparse.BooleanOptionalAction) if f.type is bool else \
+            dict(type=float if "float" in typ else int if "int" in typ else str)
+        v.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f.metadata["help"], **kind)
+    v.set_defaults(func=cmd_vae)
 
     c = sub.add_parser("scaling", help="the paper's scaling study in miniature: sizes x patch sizes -> FD vs Gflops")
     c.add_argument("--sizes", default="Pico,Nano,Mi")

@@ -197,8 +197,8 @@ def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device 
     (`resolve_checkpoint`); the config comes from `config`, the file's metadata, a `config.json` beside it, the
     official train args, the released weights' table (by file name), or the tensor shapes, in that order. Weights
     with NaN or inf are refused.
-    `model.classes` holds the stored class names (or None) and `model.objective` what it was trained for
-    (`read_objective`)."""
+    `model.classes` holds the stored class names (or None), `model.objective` what it was trained for
+    (`read_objective`) and `model.vae` the VAE whose latents it models (`read_vae`; None: a pixel model)."""
     device = resolve_device(device)
     path = resolve_checkpoint(ckpt)
     sd, stored, classes = read_checkpoint(path)
@@ -211,7 +211,7 @@ def load_model(ckpt: str | os.PathLike, config=None, device: str | torch.device 
         RELEASED[path.stem].config if path.stem in RELEASED else infer_config(sd)
     model = DiT(cfg)
     load_state_dict_checked(model, sd)
-    model.classes, model.objective = classes, objective
+    model.classes, model.objective, model.vae = classes, objective, read_vae(path)
     return model.to(device).eval()
 
 
@@ -230,3 +230,14 @@ def read_objective(path: str | os.PathLike) -> dict:
                 one_of(f"{f}: metadata field 'objective'", record.get("objective"), OBJECTIVES)
                 return record
     return {"objective": "ddpm"}
+
+
+def read_vae(path: str | os.PathLike) -> str | None:
+    """The VAE a latent model was trained on (what `ditlab.data.load_vae` takes: a shipped name, an absolute path
+    or a Hub id), from a ditlab file's metadata or a run folder's; None for pixel models and official files."""
+    path = Path(path)
+    if path.is_dir():
+        metas = [(f, _metadata(f)) for f in (path / "ema.safetensors", path / "checkpoint.safetensors") if f.exists()]
+        found = [m.get("vae") or (_field(m, "train_config", f) or {}).get("vae") for f, m in metas]
+        return next((v for v in found if v), None)
+    return _metadata(path).get("vae") if path.suffix == ".safetensors" and path.exists() else None

@@ -17,6 +17,7 @@ go to the run's metrics.json.
 """
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,8 +38,8 @@ PIPELINE_CHECK = 100  # runs of fewer steps check the pipeline: judged by a judg
 
 def judge_source(cfg, dataset) -> tuple[str | None, str]:
     """(what to pass to get_judge, "") when a judge exists for the run's data, else (None, why not)."""
-    if cfg.vae:
-        return None, "the samples are VAE latents (judges see pixels)"
+    if cfg.vae and getattr(dataset, "vae", None) is None:  # latent runs are judged on the decoded images
+        return None, "the samples are VAE latents and the dataset has no VAE to decode them (judges see pixels)"
     if dataset.name not in JUDGED:
         return None, f"no judge for {dataset.name or 'this data'!r}; judges exist for {', '.join(JUDGED)}"
     if Path(str(cfg.data)).stem.lower() != dataset.name and str(cfg.data).lower() != dataset.name:
@@ -106,9 +107,12 @@ def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps
     t0, mcfg = time.perf_counter(), model.config
     steps, cfg_scale = steps or cfg.sample_steps, cfg_scale if cfg_scale is not None else cfg.sample_cfg
     cfg_scale = cfg_scale if mcfg.has_null_class else 1.0
-    judge = get_judge(source, image_size=mcfg.input_size, channels=mcfg.in_channels, progress=cfg.progress,
+    # latent runs (cfg.vae): samples and training latents are decoded by the dataset's VAE, judged as pixels
+    decode = dataset.decode if cfg.vae else None
+    size, channels = (dataset.pixel_size, dataset.pixel_channels) if decode else (mcfg.input_size, mcfg.in_channels)
+    judge = get_judge(source, image_size=size, channels=channels, progress=cfg.progress,
                       smoke=smoke or cfg.steps < PIPELINE_CHECK)
-    real = load_dataset(source, split="test", image_size=mcfg.input_size, channels=mcfg.in_channels)
+    real = load_dataset(source, split="test", image_size=size, channels=channels)
     real_x = real.get_batch(torch.arange(len(real)))[0]  # (N, C, H, W)
     real_stats = feature_stats(judge, real_x)
     labels = [c for _ in range(per_class) for c in range(mcfg.num_classes)]  # one column per class
@@ -116,12 +120,14 @@ def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps
     judged = {}
     for scale in dict.fromkeys([cfg_scale, 1.0]):  # guided, then unguided
         out = sample(model, labels, steps=steps, sampler=sampler, cfg_scale=scale, seed=0, progress=False)
+        out = replace(out, images=decode(out.images), latents=out.images) if decode else out
         judged[scale] = evaluate(judge, out.images, out.labels, real_stats)
         if grid is not None and scale == cfg_scale:
             out.save(grid, nrow=mcfg.num_classes)
     m, unguided = judged[cfg_scale], judged[1.0]
     g, n = torch.Generator().manual_seed(0), len(labels)
     x, y = dataset.get_batch(torch.randperm(len(dataset), generator=g)[:n])  # n real training images
+    x = decode(x) if decode else x  # latent runs: the VAE's reconstructions, the floor a latent model can reach
     real_fd = evaluate(judge, x, y, real_stats)["fd"]
     noise_fd = evaluate(judge, torch.randn(n, *real_x.shape[1:], generator=g).clamp(-1, 1), labels, real_stats)["fd"]
     chance, real_acc, trend = 1 / mcfg.num_classes, judge.info.get("test_accuracy", 1.0), loss_trend(log)

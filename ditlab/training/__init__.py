@@ -11,6 +11,7 @@
     advice.py    messages speak the caller's language: flags on the command line, keywords in Python
     log.py       what a run writes about itself: the header line, log.csv, config.json, metrics.json
     loop.py      train(): data -> noise -> loss -> step -> EMA -> log -> checkpoint, top to bottom
+    vae.py       train_vae(): a small KL autoencoder for latent diffusion (`ditlab vae`; paper §3.1)
 
 The verdict that ends a run (a judged sample grid) is evaluation: ditlab/eval/verdict.py.
 """
@@ -19,6 +20,8 @@ from .hardware import explain_precision, resolve_precision
 from .recipes import resolve_recipe
 from .log import read_log
 from .loop import train
+from .vae import VAEConfig, export_vae, psnr, train_vae
 
-__all__ = ["OBJECTIVES", "PRECISIONS", "TrainConfig", "build_model_config", "build_objective", "describe_objective",
-           "explain_precision", "read_log", "resolve_precision", "resolve_recipe", "train"]
+__all__ = ["OBJECTIVES", "PRECISIONS", "TrainConfig", "VAEConfig", "build_model_config", "build_objective",
+           "describe_objective", "explain_precision", "export_vae", "psnr", "read_log", "resolve_precision",
+           "resolve_recipe", "train", "train_vae"]

@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from ..checks import finite, integer, number, one_of, positive
+from ..data import resolve_vae
 from ..diffusion import GaussianDiffusion, create_diffusion
 from ..diffusion.flow import LOSS_WEIGHTS, PREDICTIONS, T_SAMPLINGS, FlowMatching, create_flow
 from ..diffusion.interpolants import PATHS
@@ -36,7 +37,8 @@ class TrainConfig:
     image_size: int | None = None  # resize the data (default: the data's own size)
     channels: int | None = None  # 1 or 3 to convert the data (default: its own)
     limit: int | None = None  # use only this many training images
-    vae: str | None = None  # latent mode: a diffusers AutoencoderKL (local folder or Hub id); latents are cached
+    vae: str | None = None  # latent mode (§3.1): a shipped VAE (digits-vae), a `ditlab vae` run or a diffusers VAE
+    #                         (folder, or a Hub id: stabilityai/sd-vae-ft-ema); latents are encoded once and cached
     out_dir: str = "runs/train"
     steps: int | None = None  # None: the recipe's
     batch_size: int | None = None  # global batch, split across DDP ranks; None: the recipe's
@@ -85,6 +87,8 @@ class TrainConfig:
             one_of(name, getattr(self, name), allowed)
         if self.objective is not None:  # None: checked again once the recipe has chosen the objective
             check_flow_fields(self)
+        if self.vae is not None:  # an unknown name or a folder that is no VAE fails here, before any data
+            resolve_vae(self.vae)
         if self.resume and self.overwrite:
             raise ValueError("resume=True continues the run in out_dir and overwrite=True deletes it: choose one")
         # the model name, model_args keys and values, label dropout and image_size vs patch size, before any data

@@ -145,7 +145,7 @@ def _loop(r: Run, rank: int, world: int, device: torch.device, callback) -> list
                 raise KeyboardInterrupt(f"training interrupted after step {step}; its checkpoint is in {r.out} "
                                         f"({opt('resume')} continues from there)")
             if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-                _sample_grid(ema.model, cfg, step, r.out, callback)
+                _sample_grid(ema.model, cfg, step, r.out, callback, r.data.decode if cfg.vae else None)
             bar.update(1)
             header.tick(step)
     finally:
@@ -165,8 +165,8 @@ def _setup(cfg: TrainConfig, dataset, rank: int, world: int, device: torch.devic
     if not given:
         dataset = load_dataset(cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
                                limit=cfg.limit, seed=cfg.seed)
-        if cfg.vae:  # paper §3: train on 8x smaller VAE latents, encoded once and cached on disk
-            dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
+    if cfg.vae and not hasattr(dataset, "decode"):  # paper §3: train on f x smaller VAE latents, encoded once, cached
+        dataset = encode_latents(dataset, load_vae(cfg.vae, device=device), device=device, progress=cfg.progress)
     size = dataset.image_size
     cfg, recipe = resolve_recipe(cfg, (size, size) if isinstance(size, int) else tuple(size), kept)
     if cfg.resume:  # again, with the recipe's values filled in
@@ -258,7 +258,8 @@ def _checkpoint(r: Run, step: int, saved: int | None, rank: int, world: int) -> 
                        r.data.classes, getattr(r.data, "fingerprint", None))
             saved = step
             save_model(r.ema.model, r.out / "ema.safetensors", classes=r.data.classes, step=step,
-                       objective=r.ema.model.objective)
+                       objective=r.ema.model.objective,
+                       **({"vae": getattr(r.data.vae, "name_or_path", r.cfg.vae)} if r.cfg.vae else {}))
         except (OSError, SafetensorError) as e:  # disk full, quota, ...; safetensors reports them as its own error
             reason = getattr(e, "strerror", None) or str(e)
             full = getattr(e, "errno", None) or (errno.ENOSPC if "StorageFull" in reason or "space" in reason else None)
@@ -270,12 +271,14 @@ def _checkpoint(r: Run, step: int, saved: int | None, rank: int, world: int) -> 
     return saved
 
 
-def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback) -> None:
+def _sample_grid(model: DiT, cfg: TrainConfig, step: int, out: Path, callback, decode=None) -> None:
+    """An EMA sample grid under samples/; latent runs decode it with the VAE (`decode`: latents -> pixels)."""
     n = model.config.num_classes
     per = max(1, min(4, 40 // n))
     labels = [c for c in range(n) for _ in range(per)][:40]
     cfg_scale = cfg.sample_cfg if model.config.has_null_class else 1.0
     images = sample(model, labels, steps=cfg.sample_steps, cfg_scale=cfg_scale, seed=0, progress=False).images
+    images = decode(images) if decode else images  # (N, C, H, W) in [-1, 1]
     save_grid(images, out / "samples" / f"step_{step:07d}.png", nrow=2 * per)
     if callback:
         callback("samples", dict(step=step, images=images))
