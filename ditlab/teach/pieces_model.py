@@ -158,22 +158,31 @@ ROLES = ("the attention's shift", "the attention's scale", "the attention's gate
          "the MLP's shift", "the MLP's scale", "the MLP's gate")  # the six chunks, in ditlab's (official) order
 
 
-def adaln_zero_forward(ref, x, c, order=tuple(range(6)), gates=True, one_plus=True, eps=1e-6):
+def adaln_zero_forward(ref, x, c, order=tuple(range(6)), gates=(True, True), one_plus=True, eps=1e-6):
     """ditlab's adaLN-Zero forward on the weights of `ref` (an AdaLNZeroBlock), or one of its likely mistakes: the
-    six chunks used as `order` says (role i gets chunk order[i]), no gates, scale instead of 1 + scale, another eps."""
-    chunks = ref.adaLN_modulation(c).chunk(6, dim=-1)  # six (N, D)
-    shift1, scale1, gate1, shift2, scale2, gate2 = (chunks[i].unsqueeze(1) for i in order)  # (N, 1, D) each
+    six chunks used as `order` says (role i gets chunk order[i]; a list of P orders gives P outputs, (P, N, T, D),
+    in one batched pass), a gate left out (`gates`: attention's, MLP's), scale instead of 1 + scale, another eps."""
+    orders = torch.as_tensor(order).reshape(-1, 6)  # (P, 6)
+    chunks = torch.stack(ref.adaLN_modulation(c).chunk(6, dim=-1))[orders]  # (P, 6, N, D)
+    shift1, scale1, gate1, shift2, scale2, gate2 = rearrange(chunks, "p six n d -> six (p n) 1 d")  # (P·N, 1, D)
 
-    def branch(layer, h, shift, scale, gate):  # (N, T, D) -> (N, T, D)
+    def branch(layer, h, shift, scale, gate, gated):  # (P·N, T, D) -> (P·N, T, D)
         h = F.layer_norm(h, h.shape[-1:], eps=eps) * ((1 + scale) if one_plus else scale) + shift
-        return layer(h) * (gate if gates else 1)
+        return layer(h) * (gate if gated else 1)
 
-    x = x + branch(ref.attn, x, shift1, scale1, gate1)
-    return x + branch(ref.mlp, x, shift2, scale2, gate2)
+    h = x.repeat(len(orders), 1, 1)  # (P·N, T, D)
+    h = h + branch(ref.attn, h, shift1, scale1, gate1, gates[0])
+    h = h + branch(ref.mlp, h, shift2, scale2, gate2, gates[1])
+    return h.reshape(len(orders), *x.shape) if torch.as_tensor(order).ndim == 2 else h
 
 
 FORWARD_MISTAKES = (
-    (dict(gates=False), "the gates are missing: each branch must be multiplied by its gate before the residual sum"),
+    (dict(gates=(False, False)), "the gates are missing: each branch must be multiplied by its gate before the "
+                                 "residual sum"),
+    (dict(gates=(False, True)), "the attention's gate is missing: its branch must be multiplied by it before the "
+                                "residual sum"),
+    (dict(gates=(True, False)), "the MLP's gate is missing: its branch must be multiplied by it before the residual "
+                                "sum"),
     (dict(one_plus=False), "the modulation multiplies by the scale itself: a zero scale must leave the normalised "
                            "tokens as they are"),
     (dict(eps=1e-5), "the LayerNorms' eps differs from the one given (yours is PyTorch's default)"),
@@ -196,8 +205,9 @@ def _explain_block(out, want, ref, x, c) -> None:
         return
     for options, hint in FORWARD_MISTAKES:
         _wrong_if(torch.allclose(out, adaln_zero_forward(ref, x, c, **options), atol=1e-5), hint)
-    for order in itertools.permutations(range(6)):
-        _wrong_if(torch.allclose(out, adaln_zero_forward(ref, x, c, order), atol=1e-5), _chunk_hint(order))
+    orders = list(itertools.permutations(range(6)))  # 720 orders of the six chunks, in one batched pass
+    for order, theirs in zip(orders, adaln_zero_forward(ref, x, c, orders)):
+        _wrong_if(torch.allclose(out, theirs, atol=1e-5), _chunk_hint(order))
 
 
 def _official_with(block_cls):
