@@ -166,6 +166,11 @@ def test_block_without_both_gates_or_with_scale_instead_of_one_plus_scale():
     assert outcome == "wrong" and "multiplies by the scale itself" in message, message
 
 
+def test_parameter_free_norms_may_have_other_names():
+    source = _edited(_edited(BLOCK, "self.norm1 = nn", "self.ln1 = nn"), "self.norm1(x)", "self.ln1(x)")
+    assert grade("adaln_zero_block", _block(source))[0] == "correct"
+
+
 def test_the_diagnosis_reproduces_ditlabs_block():
     ref = AdaLNZeroBlock(32, 4)
     for p in ref.parameters():

@@ -236,7 +236,8 @@ def _adaln_zero_block(mine):
                                      f"missing {missing}, unexpected {unexpected}")
     shapes = [f"{k} is {got[k]}, ditlab's {want[k]}" for k in want if got[k] != want[k]]
     _wrong_if(shapes, "some weights have other shapes: " + "; ".join(shapes))
-    eps = {getattr(fresh, n).eps for n in ("norm1", "norm2") if isinstance(getattr(fresh, n), nn.LayerNorm)}
+    norms = [getattr(fresh, n, None) for n in ("norm1", "norm2")]  # parameter-free: not in the state dict
+    eps = {m.eps for m in norms if isinstance(m, nn.LayerNorm)}
     _wrong_if(eps - {1e-6}, "the LayerNorms' eps differs from the one given above")
 
     block = copy.deepcopy(fresh)
