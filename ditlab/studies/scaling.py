@@ -184,7 +184,7 @@ def trend_sentence(rows: list[dict], reference: list[dict] | None = None, chance
                       f"not every smaller patch won yet ({', '.join(patches)})")
         return (f"Your run shows the paper's trend, more Gflops -> lower FD: {rho}; {patch_note}; the best is "
                 f"{best['model']} (FD {best['fd']:.1f}, accuracy {best['accuracy']:.2f}){chance_note}.")
-    ref = (f" The longer study ({reference[0]['steps']} steps each, {len(reference)} models) shows it: Spearman "
+    ref = (f" The reference study ({reference[0]['steps']} steps each, {len(reference)} models) shows it: Spearman "
            f"{summarize(reference)['spearman_gflops_fd']:+.2f}." if reference else "")
     return (f"Your run is too short or too noisy to show the paper's trend: {rho} (the trend needs <= {TREND})"
             f"{chance_note}; more steps and samples sharpen it.{ref}")
