@@ -72,3 +72,18 @@ def test_step_seconds_is_a_positive_time():
 
     digits = load_dataset("digits", split="train", image_size=16)
     assert 0 < step_seconds("DiT-Nano/8", digits, batch_size=8) < 10
+
+
+def test_trend_sentence_says_only_what_the_rows_show():
+    from ditlab.studies.scaling import trend_sentence
+
+    good = [dict(model=f"DiT-A/{p}", size="A", patch=p, gflops=g, fd=f, accuracy=a, steps=10)
+            for p, g, f, a in [(8, 0.1, 300, 0.3), (4, 0.4, 200, 0.6), (2, 1.6, 100, 0.9)]]
+    flat = [dict(r, fd=f, accuracy=0.1) for r, f in zip(good, (300, 100, 200))]
+    said = trend_sentence(good)
+    assert said.startswith("Your run shows the paper's trend") and "-1.00 over 3 models" in said
+    assert "DiT-A/2 (FD 100.0" in said and "each smaller patch was better" in said and "chance" not in said
+    said = trend_sentence(flat, reference=good)
+    assert said.startswith("Your run is too short") and "-0.50 over 3 models" in said
+    assert "3 of 3 models are near chance" in said and "(10 steps each, 3 models) shows it: Spearman -1.00" in said
+    assert "nan" not in trend_sentence(good[:1]) and "no rank correlation from 1 model" in trend_sentence(good[:1])
