@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .training.vae import write_vae_card
 from .checks import refuse
 from .checkpoint import checkpoint_dir, load_model, not_shipped, save_model, shipped_names
 from .data import load_dataset
@@ -131,6 +132,8 @@ def write_model_card(out_dir=None) -> Path:
         lines += [f"`{e['name']}`:", "", "```bash", e["command"], "```", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    if out == Path(checkpoint_dir()):  # the shipped card also lists the shipped VAEs
+        write_vae_card(path)
     return path
 
 

@@ -65,7 +65,8 @@ def sample(model, labels, *, steps: int = 50, sampler=None, cfg_scale: float | G
     models: ODE "euler", "heun" (2 evaluations per step), "dopri5" (adaptive, torchdiffeq), or SDE "sde-euler"
     (Euler–Maruyama), "sde-heun". cfg_scale: classifier-free guidance scale in [0, 100] (1 = none), or
     `Guidance(scale, channels=3, interval=(t_lo, t_hi))`. vae: a diffusers AutoencoderKL to decode latents
-    (x / 0.18215). Samples that overflow (NaN or inf) raise FloatingPointError instead of being returned.
+    (x / its `config.scaling_factor`: 0.18215 for the SD VAE). Samples that overflow (NaN or inf) raise
+    FloatingPointError instead of being returned.
     """
     sampler, guidance = check_settings(sampler, cfg_scale, steps, seed)
     if not isinstance(model, torch.nn.Module):
@@ -86,7 +87,7 @@ def sample(model, labels, *, steps: int = 50, sampler=None, cfg_scale: float | G
     latents = None
     if vae is not None:
         with torch.no_grad():
-            latents, x = x, vae.decode(x.to(vae.dtype) / 0.18215).sample.float()
+            latents, x = x, vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample.float()
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"sampling gave NaN or infinite values (sampler {sampler}, {guidance}, steps "
                                  f"{steps}): the settings overflow; lower cfg_scale, eta or time_shift")
