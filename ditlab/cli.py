@@ -132,7 +132,7 @@ def cmd_scaling(args) -> None:
     kw = dict(sizes=args.sizes.split(","), patches=[int(p) for p in args.patches.split(",")], data=args.data,
               image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
               samples_per_class=args.samples_per_class, cfg_scale=args.cfg_scale, out_dir=args.out_dir,
-              reuse=not args.retrain)
+              reuse=not args.retrain, objective=args.objective)
     if args.smoke:
         kw.update(steps=3, samples_per_class=1, judge_kwargs=dict(smoke=True))
     with command_line("ditlab scaling"):
@@ -148,7 +148,7 @@ def cmd_objectives(args) -> None:
               batch_size=args.batch_size, lr=args.lr, nfes=[int(n) for n in args.nfes.split(",")],
               samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
               out_dir=args.out_dir,
-              reuse=not args.retrain)
+              reuse=not args.retrain, objective=args.objective)
     if args.smoke:
         kw.update(steps=3, nfes=[2, 4], samples_per_class=1, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
     with command_line("ditlab objectives"):
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--samples-per-class", type=int, default=50)
     c.add_argument("--cfg-scale", type=float, default=1.0, help="guidance when judging (1 = none, as Table 4)")
+    c.add_argument("--objective", choices=("ddpm", "flow"), default="ddpm",
+                   help="the paper's DDPM, or flow matching (learns faster: notebook 09's short study)")
     c.add_argument("--out-dir", default="runs/scaling")
     c.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
     c.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the trend")
