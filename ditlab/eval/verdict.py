@@ -88,8 +88,8 @@ def assess(accuracy: float, chance: float, real_accuracy: float, trend: float | 
                                  "look at samples.png")
         if lean is None:
             return "good", ("good: the samples are recognised as the requested class about as often as real images, "
-                            "with guidance and without" + (f"; the loss is still falling: more steps would still "
-                                                           f"improve them ({longer})" if _falling(trend) else ""))
+                            "with guidance and without" + (f"; the loss is still falling: {longer} to improve them "
+                                                           "further" if _falling(trend) else ""))
         status, what = "under-trained", f"the guided samples score like real images, but {lean}"
     elif accuracy < chance + CHANCE * (real_accuracy - chance):
         status, what = "untrained", "accuracy at chance: the samples do not show the requested class"
