@@ -213,7 +213,7 @@ def test_get_judge_caches_and_does_not_retrain(tmp_path, monkeypatch):
     assert torch.equal(j1.features(x), j2.features(x)) and j2.classes == ["a", "b", "c", "d"]
     files = sorted(p.name for p in (tmp_path / "judges").iterdir())
     assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".safetensors")  # no temp files left
-    assert files[0].startswith("tiny-1x16x16-v1-")
+    assert files[0].startswith("tiny-1x16x16-v2-")
     # the key covers the recipe and the data: other steps or other images train a new judge
     get_judge(ds, steps=4, batch_size=16, cache_dir=tmp_path, progress=False)
     get_judge(tiny_dataset(seed=1), steps=3, batch_size=16, cache_dir=tmp_path, progress=False)
