@@ -148,7 +148,7 @@ def cmd_objectives(args) -> None:
               batch_size=args.batch_size, lr=args.lr, nfes=[int(n) for n in args.nfes.split(",")],
               samples_per_class=args.samples_per_class, cfg_scales=[float(s) for s in args.cfg_scales.split(",")],
               out_dir=args.out_dir,
-              reuse=not args.retrain, objective=args.objective)
+              reuse=not args.retrain)
     if args.smoke:
         kw.update(steps=3, nfes=[2, 4], samples_per_class=1, model_args={"depth": 1}, judge_kwargs=dict(smoke=True))
     with command_line("ditlab objectives"):
