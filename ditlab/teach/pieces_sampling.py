@@ -20,6 +20,7 @@ from .exercise_tools import Wrong, randn
 from .piece_tools import expect_close, official_ran, piece
 
 K = 10  # the probes' respaced schedule: 10 of the 1000 steps (as create_diffusion("10"))
+STEPS = (K // 2, K - 1, 1, 0)  # a middle step first (both neighbours exist), the first, the last two
 
 
 def _require(ok: bool, hint: str) -> None:
@@ -79,7 +80,7 @@ def _by_hand(eps, v, x, i, alpha_bar, z, prev=-1, wrap=False, sqrt_mean=(True, T
     ab_j, ab_jp = _ab(alpha_bar, j), _ab(alpha_bar, j - 1)
     post = (1 - ab_j / ab_jp) * (1 - ab_jp) / (1 - ab_j)
     frac = v if frac_v else (v + 1) / 2
-    log_var = frac * beta.clamp_min(1e-30).log().float() + (1 - frac) * post.log().float()
+    log_var = frac * beta.log().float() + (1 - frac) * post.log().float()
     noise = (i > 0 or last_noise) * torch.exp((0.5 if std else 1.0) * log_var) * z
     return mean + noise, x0
 
@@ -126,10 +127,12 @@ def _check_ddpm_at(mine, eps, v, x, i, alpha_bar, z, want, what):
     got, x0 = _pair(mine(eps, v, x, i, alpha_bar, z), "my_ddpm_step")
     _check_x0(x0, eps, x, i, alpha_bar, what)
     if isinstance(got, torch.Tensor) and got.shape == want.shape and not torch.allclose(got, want, atol=1e-4):
+        _require(not torch.allclose(got, x, atol=1e-4), f"{what}, your step returns x_i unchanged: your ᾱ_{{i−1}} is "
+                                                         "ᾱ_i (so β_i = 0); use the previous kept step's, index i − 1")
         for kwargs, hint in DDPM_MISTAKES:
             if 0 <= i + kwargs.get("prev", -1) + 1 <= len(alpha_bar):  # ᾱ_{i+1} exists below the first step
-                wrong, _ = _by_hand(eps, v, x, i, alpha_bar, z, **kwargs)
-                _require(not torch.allclose(got, wrong, atol=1e-4, rtol=1e-4), f"{what}, {hint}")
+                wrong, _ = _by_hand(eps, v, x, i, alpha_bar, z, **kwargs)  # NaN where a wrapped ᾱ makes β_0 < 0
+                _require(not torch.allclose(got, wrong, atol=1e-4, rtol=1e-4, equal_nan=True), f"{what}, {hint}")
     expect_close(got, want, f"{what}, x_{{i−1}}", atol=1e-4)
 
 
@@ -184,7 +187,7 @@ def _ddpm_official(mine, model, reference):
 def _ddpm_step(mine):
     alpha_bar, eps, v, x, z = _probes()
     diffusion = _schedule(alpha_bar)
-    for i in (K - 1, K // 2, 1, 0):
+    for i in STEPS:
         out = diffusion.p_mean_variance(None, x, torch.full((3,), i), model_output=torch.cat([eps, v], dim=1))
         want = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * z
         _check_ddpm_at(mine, eps, v, x, i, alpha_bar, z, want, f"at step i = {i} of {K}")
@@ -192,7 +195,7 @@ def _ddpm_step(mine):
     if found is not None:
         _ddpm_official(mine, *found)
     official_ran("ddpm_step", found is not None)
-    return (f"It matches ditlab's p_sample on a {K}-step schedule at the first, a middle and the last steps"
+    return (f"It matches ditlab's p_sample on a {K}-step schedule at a middle, the first and the last steps"
             + (", and the official code's p_mean_variance (1000 and 250 steps, its tiny model)." if found is not None
                else "; the official fixtures are not installed, so that comparison did not run."))
 
@@ -228,7 +231,7 @@ def _check_ddim_at(mine, eps, x, i, alpha_bar, want, what, x0_tol=True):
 @piece("06_sampling", fallback=lambda: ditlab_ddim_step, fallback_name="ditlab's DDIM step (GaussianDiffusion.ddim_sample)")
 def _ddim_step(mine):
     alpha_bar, eps, _, x, _ = _probes(seed=5)
-    for i in (K - 1, K // 2, 1, 0):
+    for i in STEPS:
         want, _ = ditlab_ddim_step(eps, x, i, alpha_bar)
         _check_ddim_at(mine, eps, x, i, alpha_bar, want, f"at step i = {i} of {K}")
     found = _official_dit()
