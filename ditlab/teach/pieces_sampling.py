@@ -1,12 +1,10 @@
-"""The checks of the pieces of notebooks 06–07: a DDPM step and a DDIM step (06), an Euler flow-matching step (07)
-(the framework and the conventions: pieces.py).
-
-The student's steps take the network's output and the schedule as arguments, so the checks call them with their own
-probes: ditlab's `p_mean_variance` / `ddim_sample` / Euler ODE sampler on a respaced 10-step schedule, then the
-official code's outputs (`official_dit/reference.safetensors`: `pmv_*` on the 1000-step schedule and `respace_250_pmv_*`
-on 250 steps, `ddim_eta0`; `official_sit/reference.safetensors`: `ode_Linear_velocity_euler`). A mismatch is named by
-the mistaken step it equals (ᾱ of the wrong index, a missing square root, v used as the interpolation weight, noise at
-the last step, ε̂ and x̂_0 swapped, dt's sign, t not per sample, v taken at t_next), never by the expected numbers."""
+"""The checks of the pieces of notebooks 06–07: a DDPM and a DDIM step (06), an Euler flow-matching step (07); the
+conventions: pieces.py. The steps take the network's output and the schedule as arguments, so the checks call them
+with their own probes: ditlab's `p_mean_variance` / `ddim_sample` / Euler ODE sampler on a respaced 10-step schedule,
+then the official code's outputs (official_dit: `pmv_*` on 1000 steps, `respace_250_pmv_*`, `ddim_eta0`; official_sit:
+`ode_Linear_velocity_euler`). A mismatch is named by the mistaken step it equals (ᾱ of the wrong index, a missing
+square root, v as the interpolation weight, noise at the last step, ε̂ and x̂_0 swapped, dt's sign, t not per sample,
+v taken at t_next), never by the expected numbers."""
 import json
 
 import torch
@@ -30,7 +28,7 @@ def _require(ok: bool, hint: str) -> None:
 
 def _schedule(alpha_bar: torch.Tensor) -> GaussianDiffusion:
     """ditlab's diffusion whose ᾱ is `alpha_bar` (K,): β_i = 1 − ᾱ_i/ᾱ_{i−1} (IDDPM §4, respacing)."""
-    ab = alpha_bar.double()
+    ab = alpha_bar.double()  # (K,)
     return GaussianDiffusion((1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])).numpy())
 
 
@@ -62,8 +60,7 @@ def _ab(alpha_bar, i, wrap=False):
 
 def _x0(eps, x, ab, sqrt=(True, True)):
     """x̂_0 = (x − √(1−ᾱ) ε̂)/√ᾱ, optionally without one of the two square roots."""
-    a = (1 - ab).sqrt() if sqrt[0] else 1 - ab
-    b = ab.sqrt() if sqrt[1] else ab
+    a, b = (1 - ab).sqrt() if sqrt[0] else 1 - ab, ab.sqrt() if sqrt[1] else ab
     return ((x - a * eps) / b).float()
 
 
@@ -90,18 +87,17 @@ DDPM_MISTAKES = [  # (keyword arguments of _by_hand, the hint)
                       "before the first kept step ᾱ_{−1} = 1"),
     (dict(prev=+1), "your ᾱ_{i−1} is ᾱ of the step after i: sampling runs from i = K−1 down to 0, the previous "
                     "step of the reverse process is index i − 1"),
-    (dict(sqrt_mean=(False, True)), "a square root is missing in μ̃'s coefficient of x̂_0: β·√ᾱ_{i−1}/(1 − ᾱ_i)"),
-    (dict(sqrt_mean=(True, False)), "a square root is missing in μ̃'s coefficient of x_i: (1 − ᾱ_{i−1})·√α_i/(1 − ᾱ_i)"),
+    (dict(sqrt_mean=(False, True)), "a square root is missing in μ̃'s coefficient of x̂_0 (the one with ᾱ_{i−1})"),
+    (dict(sqrt_mean=(True, False)), "a square root is missing in μ̃'s coefficient of x_i (the one with α_i = 1 − β_i)"),
     (dict(frac_v=True), "your learned variance interpolates with v itself: the network's v lies in [−1, 1], the "
                         "weight of log β_i is (v + 1)/2 (IDDPM eq. 15)"),
     (dict(std=False), "the noise is scaled by the variance Σ: scale z by the standard deviation, exp(½ log Σ)"),
     (dict(last_noise=True), "you add noise at the last step (i = 0): its output is the image, x_{−1} = μ_θ"),
 ]
-X0_MISTAKES = [((False, True), "x̂_0 misses a square root: x_i = √ᾱ_i x_0 + √(1 − ᾱ_i) ε"),
-               ((True, False), "x̂_0 misses a square root: x_i = √ᾱ_i x_0 + √(1 − ᾱ_i) ε")]
+X0_HINT = "x̂_0 misses a square root: x_i = √ᾱ_i x_0 + √(1 − ᾱ_i) ε"
 
 
-def _pair(out, what):
+def _pair(out, what):  # the steps return (x_{i−1}, x̂_0)
     _require(isinstance(out, (tuple, list)) and len(out) == 2,
              f"{what} must return a pair (x at index i − 1, x̂_0), got {type(out).__name__}")
     return out
@@ -117,8 +113,8 @@ def _check_x0(got, eps, x, i, alpha_bar, what):
             if 0 <= k < len(alpha_bar):
                 _require(not torch.allclose(got, _x0(eps, x, _ab(alpha_bar, k)), atol=1e-4, rtol=1e-4),
                          f"{what}, x̂_0 uses ᾱ of step {k}, not of step i: x_i's noise level is ᾱ_i = alpha_bar[i]")
-        for sqrt, hint in X0_MISTAKES:
-            _require(not torch.allclose(got, _x0(eps, x, ab, sqrt), atol=1e-4, rtol=1e-4), f"{what}, {hint}")
+        for sqrt in [(False, True), (True, False)]:
+            _require(not torch.allclose(got, _x0(eps, x, ab, sqrt), atol=1e-4, rtol=1e-4), f"{what}, {X0_HINT}")
     expect_close(got * scale if isinstance(got, torch.Tensor) else got, want * scale, f"{what}, x̂_0 (× √ᾱ_i)",
                  atol=1e-4)
 
@@ -161,8 +157,7 @@ def _official_outputs(model, reference, prefix):
     if prefix == "pmv_":
         alpha_bar, index, timesteps = create_diffusion().alphas_cumprod, reference["t"], reference["t"]
     else:  # ᾱ from the official code's respaced β, the model sees the original timesteps
-        alpha_bar = torch.cumprod(1 - reference["respace_250_betas"], 0)
-        index = reference["respace_250_index"]
+        alpha_bar, index = torch.cumprod(1 - reference["respace_250_betas"], 0), reference["respace_250_index"]
         timesteps = reference["respace_250_timesteps"][index]
     x = reference["q_sample"]
     with torch.no_grad():
@@ -174,7 +169,8 @@ def _ddpm_official(mine, model, reference):
     for prefix in ("pmv_", "respace_250_pmv_"):
         what = "on the official code's inputs" + (" (250 respaced steps)" if prefix != "pmv_" else "")
         for n, (eps, v, x, i, alpha_bar) in enumerate(_official_outputs(model, reference, prefix)):
-            mean, std = reference[prefix + "mean"][n:n + 1], torch.exp(0.5 * reference[prefix + "log_variance"][n:n + 1])
+            mean = reference[prefix + "mean"][n:n + 1]
+            std = torch.exp(0.5 * reference[prefix + "log_variance"][n:n + 1])
             got, _ = _pair(mine(eps, v, x, i, alpha_bar, torch.zeros_like(x)), "my_ddpm_step")
             expect_close(got, mean, f"{what} at i = {i}, x_{{i−1}} with z = 0 (the mean μ_θ)", atol=1e-4)
             if i > 0:
@@ -203,19 +199,19 @@ def _ddpm_step(mine):
 DDIM_MISTAKES = [  # (x_{i−1} from x̂_0, ε̂, ᾱ_{i−1}), the hint
     (lambda x0, eps, ab: ab.sqrt() * eps + (1 - ab).sqrt() * x0,
      "ε̂ and x̂_0 are swapped: x_{i−1} = √ᾱ_{i−1}·(the clean-image guess) + √(1 − ᾱ_{i−1})·(the noise direction)"),
-    (lambda x0, eps, ab: ab * x0 + (1 - ab) * eps, "square roots are missing: x_{i−1} = √ᾱ_{i−1} x̂_0 + √(1 − ᾱ_{i−1}) ε̂"),
+    (lambda x0, eps, ab: ab * x0 + (1 - ab) * eps, "square roots are missing: ᾱ_{i−1} and 1 − ᾱ_{i−1} are variances"),
     (lambda x0, eps, ab: ab.sqrt() * x0 + (1 - ab) * eps, "a square root is missing in the weight of ε̂"),
     (lambda x0, eps, ab: ab * x0 + (1 - ab).sqrt() * eps, "a square root is missing in the weight of x̂_0"),
 ]
 
 
-def _check_ddim_at(mine, eps, x, i, alpha_bar, want, what, x0_tol=True):
+def _check_ddim_at(mine, eps, x, i, alpha_bar, want, what):
     got, x0 = _pair(mine(eps, x, i, alpha_bar), "my_ddim_step")
     _check_x0(x0, eps, x, i, alpha_bar, what)
     if isinstance(got, torch.Tensor) and got.shape == want.shape and not torch.allclose(got, want, atol=1e-4):
         x0 = _x0(eps, x, _ab(alpha_bar, i))
-        _require(not torch.allclose(got, x, atol=1e-4), f"{what}, your step returns x_i unchanged: it jumps to "
-                                                         "ᾱ_i, its own noise level; use ᾱ_{i−1}, one step nearer the data")
+        _require(not torch.allclose(got, x, atol=1e-4), f"{what}, your step returns x_i unchanged: it jumps to ᾱ_i, "
+                                                         "its own noise level; use ᾱ_{i−1}, one step nearer the data")
         for k, hint in [(i + 1, "your ᾱ_{i−1} is ᾱ of the step after i: the previous step is index i − 1"),
                         (-1, "at i = 0 your ᾱ_{i−1} is the last entry of alpha_bar (alpha_bar[-1] wraps around): "
                              "before the first kept step ᾱ_{−1} = 1, so the last step returns x̂_0")]:
@@ -228,7 +224,8 @@ def _check_ddim_at(mine, eps, x, i, alpha_bar, want, what, x0_tol=True):
     expect_close(got, want, f"{what}, x_{{i−1}}", atol=1e-4)
 
 
-@piece("06_sampling", fallback=lambda: ditlab_ddim_step, fallback_name="ditlab's DDIM step (GaussianDiffusion.ddim_sample)")
+@piece("06_sampling", fallback=lambda: ditlab_ddim_step,
+       fallback_name="ditlab's DDIM step (GaussianDiffusion.ddim_sample)")
 def _ddim_step(mine):
     alpha_bar, eps, _, x, _ = _probes(seed=5)
     for i in STEPS:
@@ -238,9 +235,8 @@ def _ddim_step(mine):
     if found is not None:
         model, reference = found
         for n, (eps, _, x, i, alpha_bar) in enumerate(_official_outputs(model, reference, "pmv_")):
-            got, _ = _pair(mine(eps, x, i, alpha_bar), "my_ddim_step")
-            expect_close(got, reference["ddim_eta0"][n:n + 1], f"on the official code's inputs at i = {i}, x_{{i−1}}",
-                         atol=1e-4)
+            expect_close(_pair(mine(eps, x, i, alpha_bar), "my_ddim_step")[0], reference["ddim_eta0"][n:n + 1],
+                         f"on the official code's inputs at i = {i}, x_{{i−1}}", atol=1e-4)
     official_ran("ddim_step", found is not None)
     return (f"It matches ditlab's ddim_sample (η = 0) on a {K}-step schedule"
             + (" and the official code's DDIM step on its tiny model." if found is not None
@@ -255,8 +251,8 @@ class _Field:
 
     def __call__(self, x, t):
         _require(isinstance(t, torch.Tensor) and tuple(t.shape) == (len(x),),
-                 f"the velocity was called with t of shape {tuple(getattr(t, 'shape', ()))}: the network takes one time "
-                 f"per sample, t of shape (N,) = ({len(x)},) — expand the step's time to the batch")
+                 f"the velocity was called with t of shape {tuple(getattr(t, 'shape', ()))}: the network takes one "
+                 f"time per sample, t of shape (N,) = ({len(x)},) — expand the step's time to the batch")
         if self.net is not None:
             return self.net(x, t)
         tt = t.view(-1, *([1] * (x.ndim - 1)))
@@ -289,7 +285,7 @@ def _euler_step(mine):
         state = torch.load(fixture_path("official_sit/SiT-tiny.pt"), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         official_ran("euler_step", False)
-        return "It matches ditlab's Euler step; the official fixtures are not installed, so that comparison did not run."
+        return "It matches ditlab's Euler step (the official fixtures are not installed: that comparison did not run)."
     sit = DiT(DiTConfig(**config)).eval()
     sit.load_state_dict(state)
     velocity = _Field(lambda x_, t_: sit(x_, t_, ref["ode_y"])[:, :4])  # SiT ignores the learned-Σ channels
@@ -300,4 +296,4 @@ def _euler_step(mine):
     expect_close(x, ref["ode_Linear_velocity_euler"], f"after the official sampler's {len(grid) - 1} Euler steps with "
                  "the official tiny SiT, x", atol=1e-5)
     official_ran("euler_step")
-    return f"It matches ditlab's Euler step and, over {len(grid) - 1} steps of the official tiny SiT, the official sampler."
+    return f"It matches ditlab's Euler step and, over {len(grid) - 1} steps of the official tiny SiT, SiT's sampler."
