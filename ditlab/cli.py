@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples-per-class", type=int, default=50)
     c.add_argument("--cfg-scale", type=float, default=1.0, help="guidance when judging (1 = none, as Table 4)")
     c.add_argument("--objective", choices=("ddpm", "flow"), default="ddpm",
-                   help="the paper's DDPM, or flow matching (learns faster: notebook 09's short study)")
+                   help="the paper's DDPM, or flow matching (learns faster: notebook 10's short study)")
     c.add_argument("--out-dir", default="runs/scaling")
     c.add_argument("--retrain", action="store_true", help="retrain runs already in --out-dir (default: reuse them)")
     c.add_argument("--smoke", action="store_true", help="3 steps per run: checks the pipeline, not the trend")

@@ -1,4 +1,4 @@
-"""`ditlab playground`: the sampling playground, the denoising scrubber and the scaling explorer of notebooks 09 and
+"""`ditlab playground`: the sampling playground, the denoising scrubber and the scaling explorer of notebooks 10 and
 10 as a web app for a class or a projector: Voilà serves a notebook's widgets without its code cells.
 
 Writes a one-cell notebook (`widgets.demo_app`) into a temporary folder, starts Voilà on it on 127.0.0.1, prints

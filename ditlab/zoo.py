@@ -42,7 +42,7 @@ def load_pretrained(name: str = DEFAULT, device="cpu"):
     return model
 
 
-# The sampling playground's default request (notebook 10): 16 images, 25 steps of the model's default sampler
+# The sampling playground's default request (notebook 11): 16 images, 25 steps of the model's default sampler
 # (DDIM, or Euler for flow-matching models), guidance on.
 PLAYGROUND = dict(n=16, steps=25, cfg_scale=4.0)
 

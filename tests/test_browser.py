@@ -1,7 +1,7 @@
 """The widgets as a student sees them: JupyterLab and Voilà driven by a real browser (Playwright for Python on the
 system's chromium; nothing is downloaded).
 
-JupyterLab runs on 127.0.0.1 with a random port and token over copies of notebooks 09 and 10; every cell runs in
+JupyterLab runs on 127.0.0.1 with a random port and token over copies of notebooks 10 and 11; every cell runs in
 smoke mode; each widget must render (no "Error displaying widget", no raw `HBox(...)` text, no error output, no red
 ⚠ line from a callback), fit the notebook area, show its images at their own size, and respond: a changed control
 or a press of Sample changes the image, the Gflops on the page equal `estimate_flops`, the scrubber's caption says
@@ -70,12 +70,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on 127.0.0.1, random port and token, serving copies of notebooks 09 and 10 (their outputs are
+    """JupyterLab on 127.0.0.1, random port and token, serving copies of notebooks 10 and 11 (their outputs are
     saved there, not in the repository); cells run in smoke mode. Always shut down."""
     root = tmp_path_factory.mktemp("lab")
     work = root / "notebooks"
     work.mkdir()
-    for name in ("09_scaling_explorer.ipynb", "10_sampling_playground.ipynb"):
+    for name in ("10_scaling_explorer.ipynb", "11_sampling_playground.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, work / name)
     tracker = root / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
@@ -263,12 +263,12 @@ def test_scaling_explorer_in_jupyterlab(page, lab):
     from ditlab.eval import estimate_flops, gflops_text
     from ditlab.model import get_config
 
-    _run_all(page, lab, "09_scaling_explorer.ipynb")
+    _run_all(page, lab, "10_scaling_explorer.ipynb")
     assert check_page(page) >= 2
     check_layout(page)
     explorer = _cell(page, "widgets.scaling_explorer(")
     explorer.scroll_into_view_if_needed()
-    page.screenshot(path=SHOTS / "09_explorer_XL2.png", full_page=False)
+    page.screenshot(path=SHOTS / "10_explorer_XL2.png", full_page=False)
     gflops = explorer.locator("b.gflops")
     assert gflops.inner_text() == gflops_text(estimate_flops(get_config("DiT-XL/2")) / 1e9)
     plot = explorer.locator("img.widget-image").last
@@ -285,11 +285,11 @@ def test_scaling_explorer_in_jupyterlab(page, lab):
     assert gflops.inner_text() == gflops_text(estimate_flops(get_config("DiT-S/8", input_size=64)) / 1e9)
     check_page(page)
     check_layout(page)
-    explorer.screenshot(path=SHOTS / "09_explorer_S8_512px.png")
+    explorer.screenshot(path=SHOTS / "10_explorer_S8_512px.png")
 
 
 def test_sampling_playground_and_scrubber_in_jupyterlab(page, lab):
-    _run_all(page, lab, "10_sampling_playground.ipynb")
+    _run_all(page, lab, "11_sampling_playground.ipynb")
     assert check_page(page) >= 2
     check_layout(page)
     play = _cell(page, "widgets.playground(")
@@ -307,7 +307,7 @@ def test_sampling_playground_and_scrubber_in_jupyterlab(page, lab):
     assert sevens != first
     check_page(page)
     check_layout(page)
-    play.screenshot(path=SHOTS / "10_playground_class7_ddpm.png")
+    play.screenshot(path=SHOTS / "11_playground_class7_ddpm.png")
 
     scrub = _cell(page, "widgets.scrubber(")
     frame = scrub.locator("img.widget-image")
@@ -321,7 +321,7 @@ def test_sampling_playground_and_scrubber_in_jupyterlab(page, lab):
     assert frame.screenshot() == start  # step 1 again: the same frame
     check_page(page)
     check_layout(page)
-    scrub.screenshot(path=SHOTS / "10_scrubber.png")
+    scrub.screenshot(path=SHOTS / "11_scrubber.png")
 
 
 def test_a_failing_widget_callback_fails_the_checks(page, lab):

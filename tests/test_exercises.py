@@ -14,7 +14,7 @@ from torch import nn
 from ditlab.data.imagenet import imagenet_class_index, imagenet_classes
 from ditlab.diffusion import create_diffusion
 from ditlab.eval import count_params, estimate_flops, paper_table
-from ditlab.model import build_model, sincos_2d, unpatchify
+from ditlab.model import build_model, get_config, sincos_2d, unpatchify
 from ditlab.model.blocks import Mlp, layer_norm
 from ditlab.sampling import sample
 from ditlab.teach.exercises import EXERCISES, Wrong, check
@@ -127,6 +127,12 @@ def _steps_enough_answer(model, label, options, tol):
     return next((k for k in sorted(options) if float((imgs[k] - imgs[100]).pow(2).mean().sqrt()) < tol), None)
 
 
+def _pixel_latent(name, size, factor, rgb):
+    """(pixel, latent) Gflops; rgb=1 is the mistake of counting grayscale pixels."""
+    return tuple(estimate_flops(get_config(name, input_size=i, in_channels=c)) / 1e9
+                 for i, c in ((size, rgb), (size // factor, 4)))
+
+
 RMS = [0.9, 0.4, 0.15, 0.08, 0.02, 0.0]
 ROWS = [dict(model="DiT-Nano/8", fd=300.0, gflops=0.001), dict(model="DiT-Nano/4", fd=90.0, gflops=0.004)]
 MODEL = _tiny_model()
@@ -175,6 +181,9 @@ CASES = {
                                                     - torch.sin(t * math.pi / 2).view(-1, 1, 1, 1) * x0),
                    lambda t, x0, x1: x1 - x0, {}),
     "share_in_middle": (0.73, 0.5, {}),
+    "scale_factor": (lambda z: 1 / z.std(), lambda z: 1 / z.var(), {}),
+    "pixel_vs_latent": (lambda n, s, f: _pixel_latent(n, s, f, 3), lambda n, s, f: _pixel_latent(n, s, f, 1), {}),
+    "latent_share": (1 / 48, 1 / 64, {}),
 }
 
 

@@ -19,7 +19,7 @@ regenerate = load_script(ROOT / "notebooks" / "regenerate.py")
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 HANG_GUARD_S = 900  # per cell, smoke mode: ~10x the slowest cell on a busy 2-core machine; a timeout, not a speed test
-COMPARE_WITH_OFFICIAL = ("02", "03", "04", "05", "06", "07")  # 11's skips are the released weights (the Hub)
+COMPARE_WITH_OFFICIAL = ("02", "03", "04", "05", "06", "07")  # 12's skips are the released weights (the Hub)
 NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 CLAIM = re.compile(r"==\s*(the\s+)?official|equal to the official|the official \w+ (code's|sampler)", re.IGNORECASE)
 

@@ -338,3 +338,28 @@ def test_training_dashboard_loss_and_sample_grid():
     assert _images(rgb.axes[1])[0].shape[-1] == 3
     with pytest.raises(ValueError, match="images"):
         viz_training.training_dashboard(rows, torch.zeros(4, 2, 8, 8))
+
+
+def test_latent_channels_shows_each_channel_on_one_symmetric_scale():
+    from ditlab.teach import viz_latent
+
+    x, z = torch.rand(3, 1, 8, 8) * 2 - 1, torch.randn(3, 4, 2, 2)
+    fig = viz_latent.latent_channels(x, z, recon=x, n=2)
+    axes = fig.axes
+    assert len(axes) == 2 * 6 and [a.get_title() for a in axes[:6]] == ["image", *[f"channel {k}" for k in range(4)],
+                                                                          "decoded"]
+    np.testing.assert_allclose(_images(axes[7])[0], z[1, 0].numpy(), rtol=1e-6)  # row 1, channel 0
+    lim = z[:2].abs().max().item()
+    assert _images(axes[7])[0] is not None and axes[7].get_images()[0].get_clim() == pytest.approx((-lim, lim))
+    with pytest.raises(ValueError, match="same N"):
+        viz_latent.latent_channels(x, z[:2])
+
+
+def test_equal_compute_bars_hold_the_runs_numbers():
+    from ditlab.teach import viz_latent
+
+    rows = [dict(name="pixels", accuracy=0.4, accuracy_unguided=0.2, seconds=30, chance=0.1, real_accuracy=0.99),
+            dict(name="latents", accuracy=0.9, accuracy_unguided=0.7, seconds=50, chance=0.1, real_accuracy=0.99)]
+    acc, secs = viz_latent.equal_compute_bars(rows).axes
+    heights = [p.get_height() for p in acc.patches]
+    assert heights == [0.4, 0.9, 0.2, 0.7] and [p.get_height() for p in secs.patches] == [30, 50]

@@ -5,10 +5,10 @@ answer is None (or a function or class that still returns None); a wrong answer 
 with a hint. Hints never print the expected value, so a student cannot read the answer off a failed check, and the
 check cells stay one line. `EXERCISES` lists every name with the notebook it belongs to.
 
-The checks themselves live by topic: `exercises_model` (notebooks 00–04), `exercises_diffusion` (05–08) and
-`exercises_explore` (09–11); `exercise_tools` is what they share. Importing them registers their checks.
+The checks themselves live by topic: `exercises_model` (notebooks 00–04), `exercises_diffusion` (05–07, 09),
+`exercises_latent` (08) and `exercises_explore` (10–12); `exercise_tools` is what they share. Importing them registers their checks.
 """
-from . import exercises_model, exercises_diffusion, exercises_explore  # noqa: F401  (notebook order: they register)
+from . import exercises_model, exercises_diffusion, exercises_latent, exercises_explore  # noqa: F401  (notebook order: they register)
 from .exercise_tools import EXERCISES, Unanswered, Wrong
 
 __all__ = ["EXERCISES", "Wrong", "check"]

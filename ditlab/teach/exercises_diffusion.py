@@ -1,4 +1,4 @@
-"""The checks of notebooks 05, 06, 07 and 08: diffusion training, sampling, flow matching, training on a GPU."""
+"""The checks of notebooks 05, 06, 07 and 09: diffusion training, sampling, flow matching, training on a GPU."""
 import math
 
 import numpy as np
@@ -117,9 +117,9 @@ def _share_in_middle(answer):
     return "Logit-normal sampling spends that share of training on the middle half of the path, uniform 0.50."
 
 
-# ---------------------------------------------------------------- 08 train on a GPU
+# ---------------------------------------------------------------- 09 train on a GPU
 
-@exercise("08_train_on_a_gpu")
+@exercise("09_train_on_a_gpu")
 def _run_cost(answer):
     for name, batch, steps in (("DiT-S/2", 256, 400_000), ("DiT-Mi/4", 64, 3000)):
         forward = estimate_flops(name) / 1e9
@@ -131,13 +131,13 @@ def _run_cost(answer):
     return f"DiT-S/2 for 400K steps at batch 256 (the paper's recipe) is {eflops:.1f} Eflops of multiply-adds."
 
 
-@exercise("08_train_on_a_gpu")
+@exercise("09_train_on_a_gpu")
 def _resume(answer):
     expect(tuple(answer) == (7000, 777), "checkpoints are written at multiples of 1000")
     return "Choose the checkpoint interval so that a lost interval costs little (a checkpoint takes seconds)."
 
 
-@exercise("08_train_on_a_gpu")
+@exercise("09_train_on_a_gpu")
 def _initial_share(answer):
     for decay, steps, warmup in ((0.9999, 1000, False), (0.9999, 1000, True), (0.99, 50, True), (0.9, 3, False)):
         share = 1.0

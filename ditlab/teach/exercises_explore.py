@@ -1,4 +1,4 @@
-"""The checks of notebooks 09–11: the scaling explorer, the sampling playground, the pretrained DiT-XL/2."""
+"""The checks of notebooks 10–12: the scaling explorer, the sampling playground, the pretrained DiT-XL/2."""
 import math
 
 import numpy as np
@@ -11,9 +11,9 @@ from ..sampling import sample
 from .exercise_tools import call, exercise, expect
 
 
-# ---------------------------------------------------------------- 09 scaling explorer
+# ---------------------------------------------------------------- 10 scaling explorer
 
-@exercise("09_scaling_explorer")
+@exercise("10_scaling_explorer")
 def _closest_patch(answer):
     for size, target in (("S", 5.4), ("S", 1.5), ("B", 100.0), ("XL", 0.3)):
         g = {p: estimate_flops(f"DiT-{size}/{p}") / 1e9 for p in (2, 4, 8)}
@@ -26,7 +26,7 @@ def _closest_patch(answer):
             f"{fid['DiT-XL/8']} in Table 4.")
 
 
-@exercise("09_scaling_explorer")
+@exercise("10_scaling_explorer")
 def _corr_paper(answer):
     t4 = paper_table("adaLN-Zero", 256)
     r = np.corrcoef(np.log10([x["gflops"] for x in t4]), [x["fid50k_400k"] for x in t4])[0, 1]
@@ -34,7 +34,7 @@ def _corr_paper(answer):
     return "More Gflops, lower FID."
 
 
-@exercise("09_scaling_explorer")
+@exercise("10_scaling_explorer")
 def _best_in_my_run(answer, rows):
     fd = {r["model"]: r["fd"] for r in rows}
     expect(answer in fd, f"pick one of {list(fd)}")
@@ -44,9 +44,9 @@ def _best_in_my_run(answer, rows):
                                            else "a different one: try more RUN_STEPS.")
 
 
-# ---------------------------------------------------------------- 10 sampling playground
+# ---------------------------------------------------------------- 12 sampling playground
 
-@exercise("10_sampling_playground")
+@exercise("11_sampling_playground")
 def _steps_enough(answer, model, label, options, tol):
     imgs = {k: sample(model, [label] * 8, steps=k, cfg_scale=4.0, seed=0, progress=False).images
             for k in (*options, 100)}
@@ -55,7 +55,7 @@ def _steps_enough(answer, model, label, options, tol):
             f"sample with each step count from seed 0 and compare with 100 steps (RMS distance < {tol})")
 
 
-@exercise("10_sampling_playground")
+@exercise("11_sampling_playground")
 def _panel(answer):
     fig = call(answer, "3", 2.0)
     expect(isinstance(fig, Figure), f"return the matplotlib Figure (explore.sample_grid makes one), got "
@@ -63,16 +63,16 @@ def _panel(answer):
     expect(any(ax.images for ax in fig.axes), "the figure shows no images")
 
 
-# ---------------------------------------------------------------- 11 pretrained DiT-XL/2
+# ---------------------------------------------------------------- 12 pretrained DiT-XL/2
 
-@exercise("11_pretrained_dit_xl")
+@exercise("12_pretrained_dit_xl")
 def _class_ids(answer):
     red_panda, c980 = answer
     expect(red_panda == imagenet_class_index("red panda"), "use imagenet_class_index")
     expect(c980 == imagenet_classes()[980], "use imagenet_classes()[980]")
 
 
-@exercise("11_pretrained_dit_xl")
+@exercise("12_pretrained_dit_xl")
 def _network_evals(answer):
     for purpose, n in (("fid", 50_000), ("picture", 16)):
         s = paper_settings(purpose)

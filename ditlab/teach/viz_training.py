@@ -170,7 +170,7 @@ def trajectory_strip(trajectory, every: int | None = None, index: int | Sequence
 def training_dashboard(log_rows, images=None, step: int | None = None, total_steps: int | None = None,
                        nrow: int | None = None, title: str | None = None) -> Figure:
     """Left: the loss curve so far; right: the latest EMA sample grid (N, C, H, W) in [-1, 1] (or a
-    placeholder). Redraw it from `train(..., callback=...)` to watch a run live (notebook 08)."""
+    placeholder). Redraw it from `train(..., callback=...)` to watch a run live (notebook 09)."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_img = fig.subplots(1, 2, width_ratios=[1.3, 1])
     if log_rows:
