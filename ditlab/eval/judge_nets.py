@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 RECIPES = {  # the default training recipe of each body (get_judge: unset steps / batch_size come from here)
     "cnn": dict(steps=400, batch_size=128, lr=3e-3, width=32),
-    "resnet": dict(steps=400, batch_size=512, lr=0.15, width=64),
+    "resnet": dict(steps=800, batch_size=512, lr=0.15, width=64),
 }
 SHIFT = 2  # augmentation: random translation by up to this many pixels (reflect padding), and a random flip
 
