@@ -184,3 +184,12 @@ def test_format_verdict_shows_the_expected_range():
     assert "chance 0.10 ... real images 0.99" in text and "real images 20.0 ... noise 900.0" in text
     assert "0.950 guided (4), 0.700 unguided" in text and "(>= 0.85: trusted)" in text
     assert "good from 0.89 guided and 0.74 unguided" in text
+
+
+def test_a_flattened_loss_suggests_a_bigger_model_than_the_one_that_ran():
+    from ditlab.eval.verdict import bigger
+
+    assert [bigger(m) for m in ("DiT-Mi/2", "DiT-Nano/4", "DiT-S/8", "DiT-XL/2", "custom")] == [
+        "DiT-Ti/2", "DiT-Mi/4", "DiT-B/8", "DiT-XL/1", "DiT-Mi/2"]
+    status, hint = assess(0.3, 0.1, 0.87, 0.0, 3000, "DiT-Mi/2", False, cli=True, unguided=0.2)
+    assert "--model DiT-Ti/2" in hint and "--model DiT-Mi/2" not in hint

@@ -116,7 +116,21 @@ def _advice(what: str, trend: float | None, steps: int, model: str, short_paper_
     if trend is None:
         return f"{what}; the run is too short to read the loss curve: {longer}"
     return (f"{what}; the loss has flattened: a larger model or a smaller patch than {model} learns more "
-            f"(e.g. {option('model', 'DiT-Mi/2', cli)}), or try {option('recipe', 'quick', cli)}")
+            f"(e.g. {option('model', bigger(model), cli)}), or try {option('recipe', 'quick', cli)}")
+
+
+LADDER = ("Pico", "Nano", "Mi", "Ti", "S", "B", "L", "XL")  # model sizes, smallest first
+
+
+def bigger(model: str) -> str:
+    """The next size up with the same patch ("DiT-Mi/2" -> "DiT-Ti/2"), XL with half the patch; "DiT-Mi/2" for a
+    name outside the ladder."""
+    size, _, patch = str(model).removeprefix("DiT-").partition("/")
+    if size not in LADDER or not patch.isdigit():
+        return "DiT-Mi/2"
+    if size == LADDER[-1]:
+        return f"DiT-{size}/{max(1, int(patch) // 2)}"
+    return f"DiT-{LADDER[LADDER.index(size) + 1]}/{patch}"
 
 
 def run_verdict(model, cfg, dataset, log: list[dict], per_class: int = 10, steps: int | None = None,
