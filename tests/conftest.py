@@ -88,6 +88,16 @@ def wheel_site(wheel, tmp_path_factory):
     return site
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One BLAS/OpenMP thread for a whole module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a shared
+    2-core machine two threads per process thrash (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -12,13 +12,7 @@ from ditlab.eval.verdict import JUDGE_MIN, assess
 from ditlab.io import uint8_to_float
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One BLAS/OpenMP thread: on a shared 2-core machine two threads per process thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one BLAS/OpenMP thread for this module
 
 
 def rgb_dataset(n=32, size=8, seed=0):

@@ -16,15 +16,7 @@ from ditlab.eval.metrics import (conditional_accuracy, evaluate, feature_stats, 
                                  save_npz_samples)
 from ditlab.io import uint8_to_float
 
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One BLAS/OpenMP thread: on a shared 2-core machine two threads per process thrash (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one BLAS/OpenMP thread for this module
 
 
 @pytest.fixture(scope="module")
