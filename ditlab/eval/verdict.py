@@ -27,6 +27,7 @@ import torch
 
 from ..data import load_dataset
 from ..io import atomic_write
+from ..model.configs import SIZES
 from ..sampling import sample, samplers_for
 from .judge import get_judge
 from .metrics import evaluate, gaussian_stats
@@ -119,7 +120,7 @@ def _advice(what: str, trend: float | None, steps: int, model: str, short_paper_
             f"(e.g. {option('model', bigger(model), cli)}), or try {option('recipe', 'quick', cli)}")
 
 
-LADDER = ("Pico", "Nano", "Mi", "Ti", "S", "B", "L", "XL")  # model sizes, smallest first
+LADDER = tuple(sorted(SIZES, key=lambda s: SIZES[s][0] * SIZES[s][1] ** 2))  # sizes by depth × width², smallest first
 
 
 def bigger(model: str) -> str:
