@@ -1,6 +1,7 @@
 """Recipes by scale: which recipe for which config / steps (not the device), explicit options win, the resolved
 values and their sources land in config.json; `precision="auto"` on CPUs (capability mocked)."""
 import json
+import math
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from ditlab.cli import main
 from ditlab.model import get_config
 from ditlab.training import TrainConfig, explain_precision, hardware, resolve_precision, resolve_recipe, train
+from ditlab.training.loop import lr_at
 from ditlab.training.recipes import LONG_RUN, PAPER, QUICK, choose_recipe, patch_for
 from ditlab.training.resume import keep_resumed
 
@@ -144,6 +146,17 @@ def test_warmup_ramps_the_lr_linearly(tmp_path):
               warmup_steps=4, log_every=1, ckpt_every=4, sample_every=0, verdict=False, progress=False,
               out_dir=str(tmp_path / "run"))
     assert [row["lr"] for row in r["log"]] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+
+
+def test_cosine_schedule_decays_to_zero_after_the_warmup(tmp_path):
+    r = train(model_args=TINY_ARGS, data="digits", image_size=16, limit=64, steps=6, batch_size=8, lr=1e-3,
+              warmup_steps=2, lr_schedule="cosine", log_every=1, ckpt_every=6, sample_every=0, verdict=False,
+              progress=False, out_dir=str(tmp_path / "run"))
+    cos = [0.5e-3 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # 4 steps after the warm-up
+    assert [row["lr"] for row in r["log"]] == pytest.approx([5e-4, 1e-3, *cos])
+    assert lr_at(TrainConfig(lr=1.0, warmup_steps=0, steps=10, lr_schedule="constant"), 9) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_cli_flags_given_win_over_the_recipe(tmp_path):

@@ -193,3 +193,4 @@ def test_a_flattened_loss_suggests_a_bigger_model_than_the_one_that_ran():
         "DiT-Ti/2", "DiT-Mi/4", "DiT-B/8", "DiT-XL/1", "DiT-Mi/2"]
     status, hint = assess(0.3, 0.1, 0.87, 0.0, 3000, "DiT-Mi/2", False, cli=True, unguided=0.2)
     assert "--model DiT-Ti/2" in hint and "--model DiT-Mi/2" not in hint
+    assert "--recipe" not in hint  # the run had the quick recipe already (it used to be told to try it)

@@ -117,7 +117,7 @@ def _advice(what: str, trend: float | None, steps: int, model: str, short_paper_
     if trend is None:
         return f"{what}; the run is too short to read the loss curve: {longer}"
     return (f"{what}; the loss has flattened: a larger model or a smaller patch than {model} learns more "
-            f"(e.g. {option('model', bigger(model), cli)}), or try {option('recipe', 'quick', cli)}")
+            f"(e.g. {option('model', bigger(model), cli)})")
 
 
 LADDER = tuple(sorted(SIZES, key=lambda s: SIZES[s][0] * SIZES[s][1] ** 2))  # sizes by depth × width², smallest first

@@ -16,6 +16,7 @@ from ..model import DiTConfig, get_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OBJECTIVES = ("ddpm", "flow")
+LR_SCHEDULES = ("constant", "cosine")
 FLOW_FIELDS = {"path": tuple(PATHS), "prediction": PREDICTIONS, "loss_weight": LOSS_WEIGHTS[1:],
                "t_sampling": T_SAMPLINGS}
 DIFFUSION_STEPS = 1000  # T of DiT's diffusion (create_diffusion's default), the most steps a sampler can take
@@ -44,6 +45,7 @@ class TrainConfig:
     batch_size: int | None = None  # global batch, split across DDP ranks; None: the recipe's
     lr: float | None = None  # AdamW learning rate; None: the recipe's
     warmup_steps: int | None = None  # linear lr warm-up from 0 over this many steps; None: the recipe's
+    lr_schedule: str = "constant"  # after the warm-up: "constant" (the paper) or "cosine" (decays to 0 at `steps`)
     weight_decay: float = 0.0
     ema_decay: float | None = None  # None: the recipe's
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)): EMA useful in short runs
@@ -83,6 +85,7 @@ class TrainConfig:
         if self.ema_decay == 1:
             raise ValueError("ema_decay must be in [0, 1) (1 would never move the EMA from the initial weights), got 1.0")
         for name, allowed in (("recipe", RECIPE_NAMES), ("precision", PRECISIONS), ("objective", (None, *OBJECTIVES)),
+                              ("lr_schedule", LR_SCHEDULES),
                               ("channels", (None, 1, 3)), *((k, (None, *v)) for k, v in FLOW_FIELDS.items())):
             one_of(name, getattr(self, name), allowed)
         if self.objective is not None:  # None: checked again once the recipe has chosen the objective

@@ -15,6 +15,7 @@ folder, resume.py what a resumed run may change.
 Read `_loop` top to bottom: data → noise → loss → step → EMA → log → checkpoint. The rest sets it up and ends it.
 """
 import errno
+import math
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -117,7 +118,7 @@ def _loop(r: Run, rank: int, world: int, device: torch.device, callback) -> list
             loss = losses["loss"].float().mean()
             # step: AdamW after a linear lr warm-up, gradients optionally clipped, fp16 with a loss scaler
             for g in opt_.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+                g["lr"] = lr_at(cfg, step)
             opt_.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -152,6 +153,17 @@ def _loop(r: Run, rank: int, world: int, device: torch.device, callback) -> list
         stop.restore()
         bar.close()
     return rows
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The lr of optimizer step `step` (0-based): a linear warm-up from 0 over warmup_steps, then constant (the paper)
+    or, lr_schedule="cosine", half a cosine from lr down towards 0 at the run's last step (short runs end sharper)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)  # [0, 1) after the warm-up
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def _setup(cfg: TrainConfig, dataset, rank: int, world: int, device: torch.device) -> Run:

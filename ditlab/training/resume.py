@@ -10,7 +10,7 @@ and recorded under "resumes" in config.json):
               the objective: objective, path, prediction, loss_weight, t_sampling
               the data: data, image_size, channels, limit, vae, and the data's content (a hash)
               the order of data and noise: batch_size, seed
-    applied   lr and weight_decay (set in the restored optimizer), warmup_steps, steps (not below the
+    applied   lr and weight_decay (set in the restored optimizer), warmup_steps, lr_schedule, steps (not below the
               checkpoint's), recipe, ema_decay, ema_warmup, grad_clip, precision, device, compile,
               grad_checkpointing, log_every, ckpt_every, sample_every, sample_steps, sample_cfg
     ignored   out_dir, resume, overwrite, progress, verdict
