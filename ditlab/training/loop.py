@@ -157,7 +157,7 @@ def _loop(r: Run, rank: int, world: int, device: torch.device, callback) -> list
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """The lr of optimizer step `step` (0-based): a linear warm-up from 0 over warmup_steps, then constant (the paper)
-    or, lr_schedule="cosine", half a cosine from lr down towards 0 at the run's last step (short runs end sharper)."""
+    or, lr_schedule="cosine", half a cosine from lr down towards 0 at the run's last step."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
