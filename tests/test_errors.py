@@ -87,6 +87,20 @@ def test_cuda_without_cuda_is_refused_before_the_data(no_data, tmp_path, capsys)
     assert "CUDA is not available" in msg
 
 
+def test_a_missing_data_file_is_named_and_leaves_no_run_folder(tmp_path, capsys):
+    msg = _cli_error(capsys, ["train", "--data", str(tmp_path / "missing.zip"), "--out-dir", str(tmp_path / "run")])
+    assert "dataset file or folder not found" in msg and "missing.zip" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_name_of_the_wrong_type_is_a_type_error():
+    from ditlab import estimate_flops, get_config
+
+    for call in (get_config, estimate_flops):
+        with pytest.raises(TypeError, match="config must be a name such as 'DiT-XL/2' or a DiTConfig, got int"):
+            call(42)
+
+
 def test_out_dir_that_is_a_file_is_refused_before_the_data(no_data, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert "out_dir" in _cli_error(capsys, ["train", "--out-dir", str(tmp_path / "f")])

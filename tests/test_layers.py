@@ -1,6 +1,7 @@
 """The architecture, checked from the code's own imports: ditlab is a stack of layers, each importing only
 from the layers below it (see ditlab/__init__.py), with no import cycles and no hidden imports."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,30 @@ def test_the_checker_names_an_offending_import(tmp_path, monkeypatch):
     monkeypatch.setitem(MODULES, "ditlab.model.bad", fake / "bad.py")
     with pytest.raises(AssertionError, match=r"ditlab.model.bad:3 imports ditlab.training from a layer above"):
         test_imports_go_down_the_layers("ditlab.model.bad")
+
+
+def test_docs_library_table_lists_every_module_in_its_layer():
+    """docs/library.md's table is the map a student reads first: every unit in the row of its layer, every file named
+    (or matched by a `prefix*.py` pattern)."""
+    rows = {}
+    for line in (PKG.parent / "docs" / "library.md").read_text().splitlines():
+        cells = line.split("|")
+        if len(cells) > 3 and cells[1].strip()[:1].isdigit():
+            rows[cells[2]] = (cells[1].strip(), cells[2] + cells[3])
+    missing = []
+    for name, path in MODULES.items():
+        unit = _unit(name)
+        if unit is None:
+            continue
+        row = next(((layer, text) for units, (layer, text) in rows.items() if f"`{unit}" in units), None)
+        if row is None:
+            missing.append(f"{unit}: no row")
+            continue
+        lo, _, hi = row[0].partition("–")
+        if not int(lo) <= LAYER[unit] <= int(hi or lo):
+            missing.append(f"{unit}: in the row of layer {row[0]}, is layer {LAYER[unit]}")
+        stem = path.name if path.name != "__init__.py" else None
+        patterns = re.findall(r"`(\w+)\*\.py`", row[1])
+        if stem and f"`{stem}`" not in row[1] and not any(stem.startswith(p) for p in patterns):
+            missing.append(f"{name}: {stem} not named")
+    assert not missing, "\n".join(sorted(set(missing)))

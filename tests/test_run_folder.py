@@ -63,6 +63,11 @@ def test_resume_needs_a_checkpoint_and_bad_out_dirs_fail_before_the_data(tmp_pat
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the folder was checked"))
     with pytest.raises(FileNotFoundError, match="resume=True but .*does not exist.*without resume=True"):
         train(**TINY, steps=1, out_dir=str(tmp_path / "new"), resume=True)
+    assert not (tmp_path / "new").exists()  # a refused run leaves no folder (nor a stray .lock) behind
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(FileNotFoundError, match="resume=True but"):
+        train(**TINY, steps=1, out_dir=str(tmp_path / "kept"), resume=True)
+    assert (tmp_path / "kept").is_dir()  # ... but never removes a folder it did not create
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="out_dir .*file' is a file"):
         train(**TINY, steps=1, out_dir=str(tmp_path / "file"))

@@ -27,9 +27,9 @@ HF_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashi
 DATASET_NAMES = ["digits", "shapes", *HF_DATASETS]
 OFFLINE_HELP = (
     "Alternatives that work offline:\n"
-    "  * a local .npz with x_train/y_train (and x_test/y_test) arrays, e.g. load_dataset('../shared/data/mnist.npz')\n"
+    "  * a local .npz with x_train/y_train (and x_test/y_test) arrays, e.g. load_dataset('path/to/mnist.npz')\n"
     "  * a .zip or folder of class-named image folders (<split>/<class>/*.png|jpg),"
-    " e.g. load_dataset('../shared/data/cifar10.zip')\n"
+    " e.g. load_dataset('path/to/cifar10.zip')\n"
     "  * a built-in generated dataset: load_dataset('digits') or load_dataset('shapes')")
 
 

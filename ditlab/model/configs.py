@@ -129,7 +129,9 @@ def get_config(name: str, **overrides) -> DiTConfig:
     Small sizes ("Ti", "Mi", "Nano", "Pico") default to 32×32 grayscale images with 10 classes."""
     if isinstance(name, DiTConfig):
         return name.replace(**overrides)
-    size, _, patch = str(name).removeprefix("DiT-").partition("/")
+    if not isinstance(name, str):
+        raise TypeError(f"config must be a name such as 'DiT-XL/2' or a DiTConfig, got {type(name).__name__}")
+    size, _, patch = name.removeprefix("DiT-").partition("/")
     if size not in SIZES or not patch.isdigit():
         raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())} "
                          f"(any patch size p works as 'DiT-<size>/<p>')")

@@ -2,7 +2,8 @@
 
 - A lock: a run holds an OS-level lock (`fcntl.flock`) on `<out_dir>/.lock` from before its data is loaded
   until it returns; a second run into the same folder fails at once, naming the holder's pid. The kernel
-  drops the lock of a process that dies, even by `kill -9`, so a crash never leaves a folder locked.
+  drops the lock of a process that dies, even by `kill -9`, so a crash never leaves a folder locked. A run
+  refused before it wrote anything (bad data path, ...) removes the folder it created.
 - No silent clobbering: a new run (no `resume`) refuses a folder that already holds a run's files, naming
   the two ways on: `resume=True` to continue it, or a new `out_dir` / `overwrite=True` to clear it first.
   `overwrite` deletes only the files ditlab writes into a run folder (OWN, samples/step_*.png), never a file of
@@ -38,6 +39,7 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False, inputs=()
     the paths the run reads), remove orphaned temporary files. Yields the folder's Path; the lock is released on
     exit (also on errors and Ctrl-C)."""
     out = check_output_dir(out_dir, "out_dir")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -59,6 +61,9 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False, inputs=()
         yield out
     finally:
         os.close(fd)  # releases the lock
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # refused before writing anything: leave no trace
+            (out / LOCK).unlink()
+            out.rmdir()
 
 
 def _nothing_to_resume(out: Path, existing: list[str]) -> str:
