@@ -16,17 +16,18 @@ def _scale_factor(answer):
 
 @exercise("08_latent_diffusion")
 def _pixel_vs_latent(answer):
+    pixels = {}  # name -> pixel-space Gflops
     for name, size, factor in (("DiT-XL/2", 256, 8), ("DiT-S/4", 256, 8), ("DiT-Mi/2", 32, 4)):
         got = call(answer, name, size, factor)
         expect(len(got) == 2, "return a pair: (pixel-space Gflops, latent-space Gflops)")
-        pixel = estimate_flops(get_config(name, input_size=size, in_channels=3)) / 1e9
+        pixel = pixels[name] = estimate_flops(get_config(name, input_size=size, in_channels=3)) / 1e9
         latent = estimate_flops(get_config(name, input_size=size // factor, in_channels=4)) / 1e9
         expect(close(got[1], latent, 1e-6), f"wrong latent Gflops for {name} at {size} px, f = {factor}: the DiT "
                f"sees {size}/f × {size}/f latents with 4 channels (get_config overrides, estimate_flops)")
         expect(close(got[0], pixel, 1e-6), f"wrong pixel Gflops for {name} at {size} px: the same DiT on the RGB "
                "image itself (3 channels)")
-    pixel = estimate_flops(get_config("DiT-XL/2", input_size=256, in_channels=3)) / 1e9
-    return (f"DiT-XL/2 on 256 px pixels would cost {pixel:,.0f} Gflops a forward pass, {pixel / 118.6:.0f}× the "
+    xl2 = pixels["DiT-XL/2"]
+    return (f"DiT-XL/2 on 256 px pixels would cost {xl2:,.0f} Gflops a forward pass, {xl2 / 118.6:.0f}× the "
             "latent model's 118.6: 64× the tokens, and attention grows with their square.")
 
 
