@@ -2,7 +2,7 @@
 modern block's options (RMSNorm, SwiGLU, QK-norm, 2D RoPE), each off by default."""
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..checks import is_int, one_of, refuse
+from ..checks import is_int, of_type, one_of, refuse
 
 from .blocks import BLOCKS
 from .modern import MLPS, NORMS
@@ -129,8 +129,7 @@ def get_config(name: str, **overrides) -> DiTConfig:
     Small sizes ("Ti", "Mi", "Nano", "Pico") default to 32×32 grayscale images with 10 classes."""
     if isinstance(name, DiTConfig):
         return name.replace(**overrides)
-    if not isinstance(name, str):
-        raise TypeError(f"config must be a name such as 'DiT-XL/2' or a DiTConfig, got {type(name).__name__}")
+    of_type("config", name, str, "a name such as 'DiT-XL/2' or a DiTConfig")
     size, _, patch = name.removeprefix("DiT-").partition("/")
     if size not in SIZES or not patch.isdigit():
         raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())} "
